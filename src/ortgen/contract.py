@@ -1,0 +1,51 @@
+"""Names and dtypes that the exporter writes and the runtime reads.
+
+The decoder follows ONNX Runtime's GPT subgraph contract (what the com.microsoft
+BeamSearch / GreedySearch / Sampling operators drive); the generation models follow the
+input contract a Triton client already sends.
+"""
+
+from __future__ import annotations
+
+# Decoder graph (decoder.onnx and the subgraph inside generate_*.onnx)
+INPUT_IDS = "input_ids"  # int32 [batch, seq]
+POSITION_IDS = "position_ids"  # int32 [batch, seq]; positions are derived from attention_mask
+ATTENTION_MASK = "attention_mask"  # int32 [batch, past + seq]
+LOGITS = "logits"  # float [batch, seq, vocab]
+
+
+def past_name(layer: int) -> str:
+    """float [2, batch, heads, past_seq, head_dim]: key and value stacked."""
+    return f"past_{layer}"
+
+
+def present_name(layer: int) -> str:
+    """float [2, batch, heads, past_seq + seq, head_dim]."""
+    return f"present_{layer}"
+
+
+# Generation models
+MAX_LENGTH = "max_length"  # int32 [1]: prompt (padded) + new tokens
+MIN_LENGTH = "min_length"  # int32 [1]
+NUM_BEAMS = "num_beams"  # int32 [1]
+NUM_RETURN_SEQUENCES = "num_return_sequences"  # int32 [1]
+LENGTH_PENALTY = "length_penalty"  # float [1]
+REPETITION_PENALTY = "repetition_penalty"  # float [1]
+SEED = "seed"  # int32 [1] (sampling)
+SEQUENCES = "sequences"  # int32 [batch, num_return_sequences, max_length] (beam) or [batch, max_length]
+SEQUENCES_SCORES = "sequences_scores"  # float [batch, num_return_sequences] (beam)
+
+# Strategies and the files that implement them in a package
+BEAM = "beam"
+GREEDY = "greedy"
+SAMPLE = "sample"
+STRATEGIES = (BEAM, GREEDY, SAMPLE)
+GRAPH_FILES = {
+    "decoder": "decoder.onnx",
+    BEAM: "generate_beam.onnx",
+    GREEDY: "generate_greedy.onnx",
+    SAMPLE: "generate_sample.onnx",
+}
+WEIGHTS_FILE = "weights.bin"
+MANIFEST_FILE = "ortgen.json"
+TOKENIZER_DIR = "tokenizer"

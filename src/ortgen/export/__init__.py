@@ -1,0 +1,1 @@
+"""Export: checkpoint -> decoder graph + generation graphs -> package directory."""

@@ -1,0 +1,236 @@
+"""``ortgen export``: a checkpoint in, a complete package directory out.
+
+The package is written into a temporary directory beside the destination and moved
+into place only when every file is complete, so a failure (bad input, full disk,
+Ctrl-C) never leaves a half-written package behind.
+
+    PACKAGE_DIR/
+      ortgen.json            manifest: architecture, graphs and I/O, checksums, defaults
+      weights.bin            every weight, once
+      decoder.onnx           one decoding step with KV cache (all logits)
+      generate_beam.onnx     BeamSearch    ┐
+      generate_greedy.onnx   GreedySearch  ├ the decoder inside ONNX Runtime's generation ops
+      generate_sample.onnx   Sampling      ┘ (last-token logits), pointing at weights.bin
+      tokenizer/             files the runtime tokenizer loads
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ortgen import __version__, contract
+from ortgen.arch import ModelDims
+from ortgen.errors import ModelSourceError, PackageError
+from ortgen.export.checkpoint import Checkpoint, open_checkpoint
+from ortgen.export.decoder import build_decoder_graph, write_decoder_weights
+from ortgen.export.generation import (
+    SamplingOptions,
+    SpecialTokens,
+    build_beam_search,
+    build_greedy_search,
+    build_sampling,
+    make_model,
+)
+from ortgen.export.onnx_graph import WeightFile
+from ortgen.export.tokenizer_files import has_tokenizer_files, package_tokenizer
+from ortgen.export.weights import DecoderWeights
+from ortgen.manifest import Architecture, FileEntry, GraphInfo, Manifest, TensorSpec, file_entry
+from ortgen.manifest import SpecialTokens as ManifestSpecialTokens
+from ortgen.progress import Progress
+
+log = logging.getLogger(__name__)
+
+# generation_config.json keys worth carrying into the package's defaults
+_GENERATION_KEYS = (
+    "max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
+    "length_penalty", "repetition_penalty", "do_sample", "temperature", "top_p", "top_k", "early_stopping",
+    "no_repeat_ngram_size",
+)
+
+
+@dataclass
+class ExportOptions:
+    """What ``ortgen export`` can be told besides MODEL and PACKAGE_DIR."""
+
+    force: bool = False
+    tokenizer: Path | None = None  # take the tokenizer from this directory instead of MODEL's
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    show_progress: bool = True
+
+
+def _special_tokens(ck: Checkpoint) -> SpecialTokens:
+    gen, dims = ck.generation_config, ck.dims
+
+    def first(value: Any) -> int | None:
+        if isinstance(value, list):
+            value = value[0] if value else None
+        return None if value is None else int(value)
+
+    eos = first(gen.get("eos_token_id")) if gen.get("eos_token_id") is not None else dims.eos_token_id
+    if eos is None:
+        raise ModelSourceError("the checkpoint defines no eos_token_id (config.json or generation_config.json)")
+    pad = first(gen.get("pad_token_id")) if gen.get("pad_token_id") is not None else dims.pad_token_id
+    return SpecialTokens(eos_token_id=eos, pad_token_id=eos if pad is None else pad)
+
+
+def _tensor_specs(values: Any) -> list[TensorSpec]:
+    specs = []
+    for value in values:
+        tensor_type = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        shape: list[int | str] = [d.dim_param or d.dim_value for d in tensor_type.shape.dim]
+        specs.append(TensorSpec(value.name, dtype, shape))
+    return specs
+
+
+def _graph_info(model: onnx.ModelProto, file: str, operator: str | None, logits: str, **attributes: Any) -> GraphInfo:
+    return GraphInfo(
+        file=file,
+        operator=operator,
+        inputs=_tensor_specs(model.graph.input),
+        outputs=_tensor_specs(model.graph.output),
+        logits=logits,
+        attributes=attributes,
+    )
+
+
+def _architecture(dims: ModelDims, parameters: int) -> Architecture:
+    return Architecture(
+        model_type=dims.model_type,
+        num_layers=dims.num_layers,
+        hidden_size=dims.hidden_size,
+        num_heads=dims.num_heads,
+        head_dim=dims.head_dim,
+        ffn_size=dims.ffn_size,
+        vocab_size=dims.vocab_size,
+        max_positions=dims.max_positions,
+        position_offset=dims.position_offset,
+        embed_scale=dims.embed_scale,
+        activation=dims.activation,
+        norm_position=dims.norm_position,
+        parameters=parameters,
+    )
+
+
+def _check_destination(output: Path, force: bool) -> None:
+    if output.exists():
+        if not force:
+            raise PackageError(f"{output} already exists; pass --force to replace it")
+        if output.is_dir() and any(output.iterdir()) and not (output / contract.MANIFEST_FILE).is_file():
+            raise PackageError(f"{output} exists and is not an ortgen package; refusing to replace it even with --force")
+    if not output.parent.exists():
+        raise PackageError(f"the parent directory of {output} does not exist")
+
+
+def _install(staging: Path, output: Path) -> None:
+    """Move the finished package into place (replacing an old one only after it is complete)."""
+    if output.exists():
+        trash = output.with_name(f".{output.name}.old")
+        if trash.exists():
+            shutil.rmtree(trash)
+        output.rename(trash)
+        staging.rename(output)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        staging.rename(output)
+
+
+def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Manifest:
+    dims = ck.dims
+    weights = DecoderWeights(ck.spec, dims, ck.tensors)
+    weights.check()
+    tokens = _special_tokens(ck)
+
+    tokenizer_source = options.tokenizer or ck.directory
+    tokenizer_info = None
+    if options.tokenizer is not None or has_tokenizer_files(ck.directory):
+        tokenizer_info = package_tokenizer(
+            ck.spec.tokenizer, tokenizer_source, staging / contract.TOKENIZER_DIR, dims.vocab_size
+        )
+    else:
+        log.warning("%s has no tokenizer files: the package will generate from token ids only", ck.directory)
+
+    weight_file = WeightFile(staging / contract.WEIGHTS_FILE)
+    progress = Progress(f"writing {dims.num_layers} layers", dims.num_layers, enabled=options.show_progress)
+    try:
+        initializers = write_decoder_weights(dims, weights, weight_file, progress.update)
+    finally:
+        weights_sha = weight_file.close()
+        progress.close()
+
+    files = {contract.WEIGHTS_FILE: file_entry(staging / contract.WEIGHTS_FILE, weights_sha)}
+    graphs: dict[str, GraphInfo] = {}
+
+    def save(key: str, model: onnx.ModelProto, operator: str | None, logits: str, **attributes: Any) -> None:
+        name = contract.GRAPH_FILES[key]
+        onnx.save(model, staging / name)
+        files[name] = file_entry(staging / name)
+        graphs[key] = _graph_info(model, name, operator, logits, **attributes)
+
+    save("decoder", make_model(build_decoder_graph(dims, initializers, logits="all")), None, "all")
+    last_only = build_decoder_graph(dims, initializers, logits="last")
+    save(contract.BEAM, build_beam_search(dims, last_only, tokens), "BeamSearch", "last")
+    save(contract.GREEDY, build_greedy_search(dims, last_only, tokens), "GreedySearch", "last")
+    sampling = options.sampling
+    save(contract.SAMPLE, build_sampling(dims, last_only, tokens, sampling), "Sampling", "last",
+         temperature=sampling.temperature, top_p=sampling.top_p)
+
+    if tokenizer_info is not None:
+        for name in tokenizer_info.files:
+            rel = f"{contract.TOKENIZER_DIR}/{name}"
+            files[rel] = file_entry(staging / rel)
+
+    manifest = Manifest(
+        ortgen_version=__version__,
+        source={"model": ck.source, "model_type": dims.model_type, "directory": str(ck.directory.resolve())},
+        architecture=_architecture(dims, weights.parameter_count()),
+        special_tokens=ManifestSpecialTokens(
+            bos_token_id=dims.bos_token_id, eos_token_id=tokens.eos_token_id, pad_token_id=tokens.pad_token_id
+        ),
+        dtype="float32",
+        graphs=graphs,
+        weights_file=contract.WEIGHTS_FILE,
+        files=files,
+        generation_defaults={k: ck.generation_config[k] for k in _GENERATION_KEYS if k in ck.generation_config},
+        tokenizer=tokenizer_info,
+    )
+    (staging / contract.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest
+
+
+def export_package(model: str, output: Path | str, options: ExportOptions | None = None) -> Manifest:
+    """Export MODEL (a Hugging Face directory or Hub id) to the package directory ``output``."""
+    options = options or ExportOptions()
+    output = Path(output).expanduser().absolute()
+    _check_destination(output, options.force)
+    if options.sampling.temperature <= 0:
+        raise PackageError(f"--temperature must be > 0, got {options.sampling.temperature}")
+    if not 0 < options.sampling.top_p <= 1:
+        raise PackageError(f"--top-p must be in (0, 1], got {options.sampling.top_p}")
+    started = time.perf_counter()
+    ck = open_checkpoint(model)
+    log.info(
+        "exporting %s: %s, %d layers x %d hidden, %d heads, vocab %d",
+        model, ck.dims.model_type, ck.dims.num_layers, ck.dims.hidden_size, ck.dims.num_heads, ck.dims.vocab_size,
+    )
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        manifest = _write_package(ck, staging, options)
+        _install(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    size = sum(entry.bytes for entry in manifest.files.values())
+    log.info("wrote %s (%.1f MB) in %.1fs", output, size / 1e6, time.perf_counter() - started)
+    return manifest
+
+
+__all__ = ["ExportOptions", "SamplingOptions", "export_package", "FileEntry"]

@@ -1,0 +1,1 @@
+"""Runtime: load a package and generate, with neither torch nor transformers."""

@@ -1,0 +1,182 @@
+"""Tokenizers the runtime can load from a package, without transformers.
+
+Two kinds, named in the manifest:
+
+- ``moses-bpe``: BioGPT's tokenizer (sacremoses tokenization with aggressive dash
+  splits and escaping, then BPE with word-final pieces ending in ``</w>``); decoding joins
+  the pieces and runs the Moses detokenizer. Tested token-for-token against
+  transformers' ``BioGptTokenizer``.
+- ``tokenizers``: a Hugging Face ``tokenizer.json`` run by the ``tokenizers`` library
+  (GPT-2, OPT and any fast tokenizer).
+
+Both add the ids the manifest records as ``prefix_ids`` / ``suffix_ids`` (BioGPT and
+OPT prompts start with ``</s>``), so encoding equals transformers' ``tokenizer(text)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from ortgen.errors import PackageError
+
+MOSES_BPE = "moses-bpe"
+HF_TOKENIZERS = "tokenizers"
+TOKENIZER_KINDS = (MOSES_BPE, HF_TOKENIZERS)
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """The manifest's description of a package's tokenizer."""
+
+    kind: str
+    files: list[str]
+    prefix_ids: list[int] = field(default_factory=list)
+    suffix_ids: list[int] = field(default_factory=list)
+    special_tokens: dict[str, str] = field(default_factory=dict)  # role -> token text
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "files": self.files,
+            "prefix_ids": self.prefix_ids,
+            "suffix_ids": self.suffix_ids,
+            "special_tokens": self.special_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TokenizerInfo":
+        return cls(
+            kind=data["kind"],
+            files=list(data.get("files", [])),
+            prefix_ids=list(data.get("prefix_ids", [])),
+            suffix_ids=list(data.get("suffix_ids", [])),
+            special_tokens=dict(data.get("special_tokens", {})),
+        )
+
+
+class Tokenizer(Protocol):
+    """Text <-> token ids, including the model's special prefix."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
+
+    def token_to_id(self, token: str) -> int | None: ...
+
+
+class MosesBpeTokenizer:
+    """BioGPT's tokenizer: Moses tokenization, then BPE over ``vocab.json`` / ``merges.txt``."""
+
+    END_OF_WORD = "</w>"
+
+    def __init__(self, vocab_path: Path, merges_path: Path, info: TokenizerInfo) -> None:
+        import sacremoses  # a runtime dependency; imported here to keep `import ortgen` light
+
+        self.info = info
+        self.vocab: dict[str, int] = json.loads(vocab_path.read_text(encoding="utf-8"))
+        self.id_to_token = {i: t for t, i in self.vocab.items()}
+        lines = merges_path.read_text(encoding="utf-8").split("\n")[:-1]
+        pairs = [tuple(line.split()[:2]) for line in lines]
+        self.ranks: dict[tuple[str, ...], int] = {pair: rank for rank, pair in enumerate(pairs)}
+        self._moses_tokenizer = sacremoses.MosesTokenizer(lang="en")
+        self._moses_detokenizer = sacremoses.MosesDetokenizer(lang="en")
+        self.special_tokens = {t for t in info.special_tokens.values() if t in self.vocab}
+        self._special_split = (
+            re.compile("(" + "|".join(re.escape(t) for t in sorted(self.special_tokens, key=len, reverse=True)) + ")")
+            if self.special_tokens
+            else None
+        )
+        self.unk_id = self.vocab.get(info.special_tokens.get("unk_token", "<unk>"), 3)
+        self._bpe = lru_cache(maxsize=65536)(self._bpe_uncached)
+
+    def _bpe_uncached(self, token: str) -> tuple[str, ...]:
+        """Apply merges by rank (lowest first) until none applies."""
+        word = tuple(token[:-1]) + (token[-1] + self.END_OF_WORD,)
+        while len(word) > 1:
+            pairs = set(zip(word, word[1:]))
+            best = min(pairs, key=lambda pair: self.ranks.get(pair, len(self.ranks)))
+            if best not in self.ranks:
+                break
+            first, second = best
+            merged: list[str] = []
+            i = 0
+            while i < len(word):  # merge every occurrence, left to right, without overlap
+                if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = tuple(merged)
+        return word
+
+    def _encode_text(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for token in self._moses_tokenizer.tokenize(text, aggressive_dash_splits=True, return_str=False, escape=True):
+            if token:
+                ids.extend(self.vocab.get(piece, self.unk_id) for piece in self._bpe(token))
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = list(self.info.prefix_ids)
+        chunks = self._special_split.split(text) if self._special_split else [text]
+        for chunk in chunks:
+            if chunk in self.special_tokens:
+                ids.append(self.vocab[chunk])
+            elif chunk.strip():
+                ids.extend(self._encode_text(chunk))
+        return ids + list(self.info.suffix_ids)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        pieces: list[str] = []
+        for i in ids:
+            token = self.id_to_token.get(int(i), self.info.special_tokens.get("unk_token", "<unk>"))
+            if skip_special_tokens and token in self.special_tokens:
+                continue
+            pieces.append(token)
+        words = "".join(p.replace(" ", "").replace(self.END_OF_WORD, " ") for p in pieces).split()
+        return self._moses_detokenizer.detokenize(words)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.vocab.get(token)
+
+
+class HfTokenizersTokenizer:
+    """A ``tokenizer.json`` run by the ``tokenizers`` library."""
+
+    def __init__(self, path: Path, info: TokenizerInfo) -> None:
+        from tokenizers import Tokenizer as _Tokenizer
+
+        self.info = info
+        self._tok = _Tokenizer.from_file(str(path))
+
+    def encode(self, text: str) -> list[int]:
+        body = self._tok.encode(text, add_special_tokens=False).ids
+        return list(self.info.prefix_ids) + body + list(self.info.suffix_ids)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+
+def load_tokenizer(directory: Path, info: TokenizerInfo) -> Tokenizer:
+    """Instantiate the tokenizer a package describes."""
+    if info.kind == MOSES_BPE:
+        vocab, merges = directory / "vocab.json", directory / "merges.txt"
+        for path in (vocab, merges):
+            if not path.is_file():
+                raise PackageError(f"the package's tokenizer is incomplete: {path} is missing")
+        return MosesBpeTokenizer(vocab, merges, info)
+    if info.kind == HF_TOKENIZERS:
+        path = directory / "tokenizer.json"
+        if not path.is_file():
+            raise PackageError(f"the package's tokenizer is incomplete: {path} is missing")
+        return HfTokenizersTokenizer(path, info)
+    raise PackageError(f"unknown tokenizer kind {info.kind!r}; supported: {', '.join(TOKENIZER_KINDS)}")

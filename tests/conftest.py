@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny random models of every architecture, and their exported packages.
+
+Models and packages are built once per test session under pytest's temporary directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+REAL_BIOGPT_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "biogpt-tokenizer"
+
+try:  # torch/transformers come with the `export` extra; unit tests run without them
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    HAVE_TORCH = True
+except ImportError:
+    HAVE_TORCH = False
+
+needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs the export extra (torch, transformers)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # parity tests compare against transformers
+    for item in items:
+        if "parity" in item.path.parts and not HAVE_TORCH:
+            item.add_marker(needs_torch)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs(caplog):
+    caplog.set_level(logging.WARNING, logger="ortgen")
+    yield
+
+
+class _Zoo:
+    """Builds tiny models and packages on first request, keeps them for the session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._models: dict = {}
+        self._packages: dict = {}
+
+    def model(self, arch: str, *, eos_bias: float | None = None):
+        from tests.helpers.models import build_tiny_model
+
+        key = (arch, eos_bias)
+        if key not in self._models:
+            name = arch if eos_bias is None else f"{arch}-eos{eos_bias:g}"
+            self._models[key] = build_tiny_model(arch, self.root / "models" / name, eos_bias=eos_bias)
+        return self._models[key]
+
+    def package(self, arch: str, *, eos_bias: float | None = None) -> Path:
+        from ortgen.export.package import ExportOptions, export_package
+
+        key = (arch, eos_bias)
+        if key not in self._packages:
+            model = self.model(arch, eos_bias=eos_bias)
+            out = self.root / "packages" / model.directory.name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            export_package(str(model.directory), out, ExportOptions(show_progress=False))
+            self._packages[key] = out
+        return self._packages[key]
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory) -> _Zoo:
+    return _Zoo(tmp_path_factory.mktemp("zoo"))

@@ -1,0 +1,79 @@
+"""Generation settings: defaults, strategy inference and every rejected combination."""
+
+from __future__ import annotations
+
+import pytest
+
+from ortgen.errors import GenerationSettingsError, PromptTooLongError
+from ortgen.runtime.settings import GenerationRequest, check_lengths, resolve_settings
+
+SAMPLING = {"temperature": 1.0, "top_p": 1.0}
+
+
+def resolve(defaults=None, **request):
+    return resolve_settings(GenerationRequest(**request), defaults or {}, SAMPLING)
+
+
+def test_defaults_are_greedy_with_32_new_tokens():
+    s = resolve()
+    assert (s.strategy, s.num_beams, s.max_new_tokens, s.min_new_tokens, s.num_return_sequences) == (
+        "greedy", 1, 32, 0, 1)
+
+
+def test_package_defaults_apply():
+    s = resolve({"num_beams": 5, "max_new_tokens": 40, "length_penalty": 0.5, "repetition_penalty": 1.2})
+    assert (s.strategy, s.num_beams, s.max_new_tokens, s.length_penalty, s.repetition_penalty) == (
+        "beam", 5, 40, 0.5, 1.2)
+
+
+def test_strategy_inference():
+    assert resolve(num_beams=4).strategy == "beam"
+    assert resolve(num_beams=1).strategy == "greedy"
+    assert resolve(seed=3).strategy == "sample"
+    assert resolve(strategy="beam").num_beams == 4  # beam without a count gets 4
+    assert resolve(strategy="beam", num_beams=1).strategy == "greedy"  # as in transformers
+    assert resolve({"do_sample": True}).strategy == "sample"
+
+
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        (dict(num_beams=2, num_return_sequences=3), "num_return_sequences (3) must be <= num_beams (2)"),
+        (dict(num_return_sequences=2), "greedy search returns one sequence"),
+        (dict(max_new_tokens=0), "max_new_tokens must be >= 1"),
+        (dict(max_new_tokens=-5), "max_new_tokens must be >= 1"),
+        (dict(min_new_tokens=-1), "min_new_tokens must be >= 0"),
+        (dict(min_new_tokens=10, max_new_tokens=5), "must not exceed max_new_tokens"),
+        (dict(num_beams=0), "num_beams must be >= 1"),
+        (dict(num_beams=129), "num_beams must be <= 128"),
+        (dict(repetition_penalty=0.0), "repetition_penalty must be > 0"),
+        (dict(strategy="nucleus"), "strategy must be one of beam, greedy, sample"),
+        (dict(strategy="beam", temperature=0.7), "apply to sampling only"),
+        (dict(num_beams=4, temperature=0.7), "beam sampling"),
+        (dict(strategy="sample", num_beams=3), "beam sampling"),
+        (dict(strategy="sample", top_p=0.0), "top_p must be in (0, 1]"),
+        (dict(strategy="sample", top_p=1.5), "top_p must be in (0, 1]"),
+        (dict(strategy="sample", temperature=0.0), "temperature must be > 0"),
+        (dict(strategy="sample", temperature=0.7), "re-export with `ortgen export --temperature 0.7 --top-p 1`"),
+        (dict(max_new_tokens=2.5), "max_new_tokens must be an integer"),
+        (dict(seed=-1), "seed must be >= 0"),
+    ],
+)
+def test_invalid_settings_are_explained(request_, message):
+    with pytest.raises(GenerationSettingsError) as info:
+        resolve(**request_)
+    assert message in str(info.value)
+
+
+def test_sampling_needs_a_sampling_graph():
+    with pytest.raises(GenerationSettingsError, match="no sampling graph"):
+        resolve_settings(GenerationRequest(strategy="sample"), {}, None)
+
+
+def test_prompt_plus_new_tokens_must_fit_positions():
+    s = resolve(max_new_tokens=10)
+    check_lengths(s, 54, 64)  # exactly fits
+    with pytest.raises(PromptTooLongError, match="needs 65 positions; the model has 64 .at most 9 new tokens fit"):
+        check_lengths(s, 55, 64)
+    with pytest.raises(PromptTooLongError, match="shorten the prompt"):
+        check_lengths(s, 70, 64)
