@@ -44,21 +44,22 @@ class _Zoo:
         self._models: dict = {}
         self._packages: dict = {}
 
-    def model(self, arch: str, *, eos_bias: float | None = None):
+    def model(self, arch: str, *, eos_bias: float | None = None, sharpness: float | None = None):
         from tests.helpers.models import build_tiny_model
 
-        key = (arch, eos_bias)
+        key = (arch, eos_bias, sharpness)
         if key not in self._models:
-            name = arch if eos_bias is None else f"{arch}-eos{eos_bias:g}"
-            self._models[key] = build_tiny_model(arch, self.root / "models" / name, eos_bias=eos_bias)
+            name = arch + (f"-eos{eos_bias:g}" if eos_bias else "") + (f"-sharp{sharpness:g}" if sharpness else "")
+            self._models[key] = build_tiny_model(arch, self.root / "models" / name, eos_bias=eos_bias,
+                                                 sharpness=sharpness)
         return self._models[key]
 
-    def package(self, arch: str, *, eos_bias: float | None = None) -> Path:
+    def package(self, arch: str, *, eos_bias: float | None = None, sharpness: float | None = None) -> Path:
         from ortgen.export.package import ExportOptions, export_package
 
-        key = (arch, eos_bias)
+        key = (arch, eos_bias, sharpness)
         if key not in self._packages:
-            model = self.model(arch, eos_bias=eos_bias)
+            model = self.model(arch, eos_bias=eos_bias, sharpness=sharpness)
             out = self.root / "packages" / model.directory.name
             out.parent.mkdir(parents=True, exist_ok=True)
             export_package(str(model.directory), out, ExportOptions(show_progress=False))

@@ -16,6 +16,7 @@ import torch
 from ortgen.random_models import demo_corpus, write_demo_tokenizer
 
 ARCHS = ("biogpt", "gpt2", "opt", "opt-post-ln")
+MODEL_TYPE = {"biogpt": "biogpt", "gpt2": "gpt2", "opt": "opt", "opt-post-ln": "opt"}
 
 # EOS-logit pushes that make each tiny model end sequences at varied steps (found by a scan
 # over strengths: greedy rows end between 0 and max_new_tokens, beams finish at different steps).
@@ -66,8 +67,15 @@ def _bias_eos(final_norm: torch.nn.LayerNorm, embedding: torch.nn.Embedding, eos
         embedding.weight[eos] = out_direction / out_direction.norm() * strength
 
 
-def build_tiny_model(arch: str, directory: Path, *, eos_bias: float | None = None, seed: int = 0) -> TinyModel:
-    """Save a tiny random ``arch`` model (see ARCHS) with its tokenizer in ``directory``."""
+def build_tiny_model(
+    arch: str, directory: Path, *, eos_bias: float | None = None, sharpness: float | None = None, seed: int = 0
+) -> TinyModel:
+    """Save a tiny random ``arch`` model (see ARCHS) with its tokenizer in ``directory``.
+
+    ``sharpness`` multiplies the last LayerNorm's weight and bias, hence every logit: random
+    tiny models have almost uniform next-token distributions, and statistical sampling tests
+    need peaked ones.
+    """
     from transformers import (
         BioGptConfig,
         BioGptForCausalLM,
@@ -121,6 +129,10 @@ def build_tiny_model(arch: str, directory: Path, *, eos_bias: float | None = Non
         raise ValueError(f"unknown tiny arch {arch!r}; choose from {ARCHS}")
     if eos_bias is not None:
         _bias_eos(final_norm, embedding, eos, eos_bias, project_out)
+    if sharpness is not None:
+        with torch.no_grad():
+            final_norm.weight.mul_(sharpness)
+            final_norm.bias.mul_(sharpness)
     model.generation_config.pad_token_id = pad
     model.save_pretrained(directory)
     return TinyModel(arch, directory, eos, pad, vocab, 64)

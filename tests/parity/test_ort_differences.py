@@ -165,3 +165,54 @@ def test_beam_search_with_one_beam_is_not_greedy(zoo):
                                             max_new_tokens=MAX_NEW, repetition_penalty=1.3)
     assert ours.graph_file == contract.GRAPH_FILES[contract.GREEDY]
     assert [[s.token_ids for s in g] for g in ours.sequences] == ref
+
+
+def test_sampling_schema_defaults_do_not_sample(zoo, tmp_path):
+    """With the Sampling schema's defaults (top_p = 0) the top-p filter removes every token
+    except, float rounding permitting, the most probable one: the operator then returns the
+    argmax every time, or (all filtered) draws uniformly. Either way not the model's
+    distribution. ortgen's graph sets top_p (1.0 by default), min_tokens_to_keep=1 and
+    filter_value=-inf: its draws follow the softmax."""
+    package = zoo.package("biogpt", sharpness=5.0)
+    n = 2000
+    decoder = _session(package, "decoder")
+
+    def next_token_probs(prompt):
+        feeds = {contract.INPUT_IDS: prompt, contract.POSITION_IDS: np.zeros_like(prompt),
+                 contract.ATTENTION_MASK: np.ones_like(prompt)}
+        for i, past in enumerate(decoder.get_inputs()[3:]):
+            feeds[contract.past_name(i)] = np.zeros((2, 1, past.shape[2], 0, past.shape[4]), np.float32)
+        logits = decoder.run(None, feeds)[0][0, -1].astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        return probs / probs.sum()
+
+    # a prompt after which one token is likely but not certain
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        prompt = np.array([[2, *rng.integers(4, 300, size=3)]], np.int32)
+        probs = next_token_probs(prompt)
+        if 0.1 < probs.max() < 0.9:
+            break
+    else:
+        pytest.fail("no prompt with a peaked next-token distribution in the fixture")
+    top = int(probs.argmax())
+    sigma = np.sqrt(probs[top] * (1 - probs[top]) / n)
+
+    def top_frequency(pkg):
+        session = _session(pkg, "sample")
+        f = _feeds(np.repeat(prompt, n, 0), np.ones((n, 4), np.int32))
+        f[contract.MAX_LENGTH] = np.array([5], np.int32)
+        f[contract.SEED] = np.array([11], np.int32)
+        return float(np.mean(session.run(None, f)[0][:, 4] == top))
+
+    assert abs(top_frequency(package) - probs[top]) < 4 * sigma, "ortgen's Sampling graph follows the softmax"
+
+    patched = tmp_path / "pkg"
+    shutil.copytree(package, patched)
+    proto = onnx.load(str(patched / contract.GRAPH_FILES[contract.SAMPLE]), load_external_data=False)
+    node = proto.graph.node[0]
+    kept = [a for a in node.attribute if a.name not in ("top_p", "min_tokens_to_keep", "filter_value")]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    onnx.save(proto, str(patched / contract.GRAPH_FILES[contract.SAMPLE]))
+    assert abs(top_frequency(patched) - probs[top]) > 10 * sigma, "demonstrates: schema defaults do not sample"

@@ -1,0 +1,65 @@
+"""``ortgen <verb>``: one entry point; each verb lives in its own module and imports what it
+needs only when it runs, so ``ortgen --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from ortgen import __version__
+from ortgen.cli import demo, export, generate, inspect, random_model
+from ortgen.errors import OrtgenError
+
+DESCRIPTION = """\
+Deploy Hugging Face decoder-only language models (BioGPT, GPT-2, OPT) on ONNX Runtime,
+with beam search, greedy search and sampling running inside ONNX Runtime.
+
+  ortgen demo                              build a small random BioGPT, export it, generate
+  ortgen export microsoft/biogpt -o pkg    checkpoint -> package directory
+  ortgen inspect pkg                       what a package holds
+  ortgen generate pkg "Aspirin is" --num-beams 5 --max-new-tokens 40
+"""
+
+VERBS = (demo, export, inspect, generate, random_model)
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    fmt = "%(levelname)s %(name)s: %(message)s" if verbosity > 0 else "%(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    for noisy in ("urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ortgen", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ortgen {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        verb.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    _setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return args.run(args)
+    except OrtgenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["main", "build_parser"]

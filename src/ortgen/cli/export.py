@@ -1,0 +1,47 @@
+"""``ortgen export MODEL -o PACKAGE_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to a package (decoder + BeamSearch/GreedySearch/Sampling graphs)",
+        description=(
+            "Export a Hugging Face decoder-only checkpoint (biogpt, gpt2, opt) to a package directory: "
+            "the decoder with KV cache built from the checkpoint's weights, wrapped in ONNX Runtime's "
+            "BeamSearch, GreedySearch and Sampling operators, weights stored once, tokenizer and manifest. "
+            "The package is written to a temporary directory and moved into place when complete."
+        ),
+        epilog="example: ortgen export microsoft/biogpt -o biogpt-pkg",
+    )
+    p.add_argument("model", metavar="MODEL", help="local Hugging Face model directory, or a Hub id")
+    p.add_argument("-o", "--output", metavar="PACKAGE_DIR", required=True, type=Path,
+                   help="where to write the package (must not exist unless --force)")
+    p.add_argument("--force", action="store_true", help="replace PACKAGE_DIR if it is an existing package")
+    p.add_argument("--tokenizer", metavar="DIR", type=Path,
+                   help="take the tokenizer from DIR instead of MODEL (e.g. for a checkpoint saved without one)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature baked into generate_sample.onnx (default 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="nucleus-sampling top_p baked into generate_sample.onnx, in (0, 1] (default 1.0: no filtering)")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ortgen.export.package import ExportOptions, SamplingOptions, export_package
+
+    options = ExportOptions(
+        force=args.force,
+        tokenizer=args.tokenizer,
+        sampling=SamplingOptions(temperature=args.temperature, top_p=args.top_p),
+        show_progress=not args.no_progress,
+    )
+    manifest = export_package(args.model, args.output, options)
+    arch = manifest.architecture
+    print(f"exported {arch.model_type} ({arch.parameters / 1e6:.1f}M parameters) to {args.output}")
+    return 0

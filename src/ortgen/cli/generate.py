@@ -1,0 +1,101 @@
+"""``ortgen generate PACKAGE PROMPT...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from ortgen.cli._args import positive_int, token_ids
+from ortgen.errors import OrtgenError
+
+if TYPE_CHECKING:
+    from ortgen.runtime.generator import GenerationResult
+
+OPTIONS = ("strategy", "num_beams", "max_new_tokens", "min_new_tokens", "num_return_sequences", "length_penalty",
+           "repetition_penalty", "temperature", "top_p", "seed")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate text with a package",
+        description=(
+            "Generate continuations for one or more prompts (a left-padded batch) with the package's in-graph "
+            "generation models. The strategy follows transformers: num_beams > 1 is beam search, "
+            "temperature/top_p/seed or --strategy sample is sampling, otherwise greedy search. "
+            "Prints which graph ran."
+        ),
+        epilog='example: ortgen generate pkg "Aspirin is" "Metformin is" --num-beams 4 --num-return-sequences 2',
+    )
+    p.add_argument("package", metavar="PACKAGE", type=Path)
+    p.add_argument("prompts", metavar="PROMPT", nargs="*", help="prompt text(s); several make a batch")
+    p.add_argument("--input-ids", metavar="IDS", type=token_ids, action="append",
+                   help="a prompt as comma-separated token ids (repeatable); instead of PROMPT")
+    p.add_argument("--strategy", choices=["beam", "greedy", "sample"], help="default: inferred from the options")
+    p.add_argument("--num-beams", type=positive_int)
+    p.add_argument("--max-new-tokens", type=positive_int, help="default: the package's, else 32")
+    p.add_argument("--min-new-tokens", type=int, help="EOS is suppressed until this many tokens are generated")
+    p.add_argument("--num-return-sequences", type=positive_int)
+    p.add_argument("--length-penalty", type=float, help="beam search: score = logprob / length ** penalty")
+    p.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeating tokens (1.0: off)")
+    p.add_argument("--temperature", type=float, help="sampling (fixed at export)")
+    p.add_argument("--top-p", type=float, help="sampling (fixed at export)")
+    p.add_argument("--seed", type=int, help="sampling seed (reproducible)")
+    p.add_argument("--provider", default="cpu", help="execution provider: cpu or cuda (default cpu)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=run)
+
+
+def print_result(result: GenerationResult, prompts: Sequence[str] | None) -> None:
+    """Each prompt, then its sequences with length, EOS and score; which graph ran goes to stderr."""
+    for i, group in enumerate(result.sequences):
+        prompt = prompts[i] if prompts else ",".join(map(str, result.prompt_ids[i]))
+        print(f"[{i}] {prompt}")
+        for r, seq in enumerate(group):
+            text = seq.text if seq.text is not None else ",".join(map(str, seq.token_ids))
+            tags = [f"{len(seq.token_ids)} tokens", "ended with EOS" if seq.finished else "reached max_new_tokens"]
+            if seq.score is not None:
+                tags.append(f"score {seq.score:.4f}")
+            label = f"  {r + 1}." if len(group) > 1 else "   "
+            print(f"{label} {text}   ({', '.join(tags)})")
+    s = result.settings
+    print(f"ran {result.backend}: strategy={s.strategy} num_beams={s.num_beams} max_new_tokens={s.max_new_tokens} "
+          f"in {result.seconds:.2f}s", file=sys.stderr)
+
+
+def result_json(result: GenerationResult, prompts: Sequence[str] | None) -> str:
+    return json.dumps({
+        "graph": result.graph_file,
+        "operator": result.operator,
+        "seconds": result.seconds,
+        "settings": result.settings.as_dict(),
+        "results": [
+            {"prompt": prompts[i] if prompts else None, "prompt_ids": result.prompt_ids[i],
+             "sequences": [s.__dict__ for s in group]}
+            for i, group in enumerate(result.sequences)
+        ],
+        **result.extra,
+    }, indent=2)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ortgen.runtime.generator import Generator
+
+    if bool(args.prompts) == bool(args.input_ids):
+        raise OrtgenError("give either PROMPT text(s) or --input-ids, not both and not neither")
+    if args.min_new_tokens is not None and args.min_new_tokens < 0:
+        raise OrtgenError(f"--min-new-tokens must be >= 0, got {args.min_new_tokens}")
+    generator = Generator.load(args.package, providers=args.provider)
+    options = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    if args.prompts:
+        result = generator.generate(args.prompts, **options)
+    else:
+        result = generator.generate(input_ids=args.input_ids, **options)
+    if args.json:
+        print(result_json(result, args.prompts))
+    else:
+        print_result(result, args.prompts)
+    return 0

@@ -1,0 +1,36 @@
+"""The embedded demo end to end, and proof that the runtime needs neither torch nor transformers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from ortgen.cli import main
+
+
+def test_demo_runs_the_whole_path(tmp_path, capsys):
+    assert main(["demo", "--workdir", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr()
+    assert "com.microsoft BeamSearch" in out.out
+    assert out.out.count("[0] Aspirin reduces the risk of") == 2
+    assert "ran generate_beam.onnx" in out.err and "ran generate_greedy.onnx" in out.err
+    assert (tmp_path / "demo" / "package" / "ortgen.json").is_file()
+
+
+def test_runtime_imports_neither_torch_nor_transformers(tmp_path):
+    assert main(["demo", "--workdir", str(tmp_path / "demo")]) == 0
+    script = textwrap.dedent(f"""
+        import sys
+        from ortgen import Generator
+        generator = Generator.load({str(tmp_path / "demo" / "package")!r})
+        result = generator.generate(["Aspirin is", "Statins"], num_beams=3, max_new_tokens=4)
+        generator.generate(["Aspirin is"], max_new_tokens=4, seed=1)
+        assert result.sequences[0][0].text is not None
+        heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+        assert not heavy, heavy
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
