@@ -51,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = args.prompt or DEFAULT_PROMPTS
     print("4. generating inside ONNX Runtime (random weights: expect nonsense)")
     generator = Generator.load(package_dir)
-    for options in ({"num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 12},
-                    {"max_new_tokens": 12, "repetition_penalty": 1.5}):
+    for options in ({"num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 12}, {"max_new_tokens": 12}):
         print_result(generator.generate(prompts, **options), prompts)
     print(f'done: try `ortgen generate {package_dir} "your prompt" --num-beams 4`')
     return 0
