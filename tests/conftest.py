@@ -6,11 +6,15 @@ Models and packages are built once per test session under pytest's temporary dir
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
-REAL_BIOGPT_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "biogpt-tokenizer"
+# the real BioGPT tokenizer files, beside the checkout (never copied into the repository)
+REAL_BIOGPT_TOKENIZER = Path(
+    os.environ.get("ORTGEN_BIOGPT_TOKENIZER", Path(__file__).resolve().parents[2] / "shared/data/biogpt-tokenizer")
+)
 
 try:  # torch/transformers come with the `export` extra; unit tests run without them
     import torch  # noqa: F401

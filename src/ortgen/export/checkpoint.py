@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +19,10 @@ from ortgen.export.tensor_files import TensorSource, open_weights
 
 log = logging.getLogger(__name__)
 
-_HUB_PATTERNS = [
-    "config.json",
-    "generation_config.json",
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "pytorch_model*.bin",
-    "pytorch_model.bin.index.json",
-    "tokenizer*",
-    "vocab.json",
-    "merges.txt",
-    "special_tokens_map.json",
-]
+_HUB_COMMON = ["config.json", "generation_config.json", "tokenizer*", "vocab.json", "merges.txt",
+               "special_tokens_map.json"]
+_HUB_SAFETENSORS = ["*.safetensors", "*.safetensors.index.json"]
+_HUB_PYTORCH = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 
 
 @dataclass
@@ -62,6 +55,10 @@ def _looks_like_hub_id(model: str) -> bool:
     return 1 <= len(parts) <= 2 and all(parts) and not model.startswith((".", "~"))
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
 def resolve_model_dir(model: str) -> Path:
     """A local directory for MODEL, downloading a Hub id if needed."""
     path = Path(model).expanduser()
@@ -79,7 +76,15 @@ def resolve_model_dir(model: str) -> Path:
         ) from exc
     log.info("%s is not a local directory: fetching it from the Hugging Face Hub", model)
     try:
-        return Path(snapshot_download(model, allow_patterns=_HUB_PATTERNS))
+        from huggingface_hub import list_repo_files
+
+        if _hub_offline():  # only the local cache can answer
+            return Path(snapshot_download(model, allow_patterns=_HUB_COMMON + _HUB_SAFETENSORS + _HUB_PYTORCH,
+                                          local_files_only=True))
+        # one weight format only: safetensors when the repository has it (microsoft/biogpt has both)
+        has_safetensors = any(name.endswith(".safetensors") for name in list_repo_files(model))
+        patterns = _HUB_COMMON + (_HUB_SAFETENSORS if has_safetensors else _HUB_PYTORCH)
+        return Path(snapshot_download(model, allow_patterns=patterns))
     except Exception as exc:  # the hub client raises many types (offline, 404, auth)
         raise ModelSourceError(
             f"MODEL {model!r} is not a local directory and could not be fetched from the Hugging Face Hub "
