@@ -40,9 +40,12 @@ BEAM = "beam"
 GREEDY = "greedy"
 SAMPLE = "sample"
 STRATEGIES = (BEAM, GREEDY, SAMPLE)
+DECODER = "decoder"
+BEAM_EARLY_STOPPING = "beam_early_stopping"  # BeamSearch with early_stopping=1 (an attribute, so a graph of its own)
 GRAPH_FILES = {
-    "decoder": "decoder.onnx",
+    DECODER: "decoder.onnx",
     BEAM: "generate_beam.onnx",
+    BEAM_EARLY_STOPPING: "generate_beam_early_stopping.onnx",
     GREEDY: "generate_greedy.onnx",
     SAMPLE: "generate_sample.onnx",
 }

@@ -7,27 +7,13 @@ import inspect
 import numpy as np
 import torch
 
-
-def positions_from_mask(mask: np.ndarray) -> torch.Tensor:
-    """Position ids as transformers' generate() computes them: cumsum - 1, pads at 0."""
-    m = torch.tensor(mask, dtype=torch.long)
-    return (m.cumsum(-1) - 1).masked_fill(m == 0, 0)
+from ortgen.validate.reference import cache_to_numpy, positions_from_mask
+from ortgen.validate.reference import strip_generated as _strip
 
 
 def _cache_kwarg(model) -> str:
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-def cache_to_numpy(cache) -> list[np.ndarray]:
-    """Per layer: key and value stacked, [2, B, heads, T, head_dim] (the decoder's present layout)."""
-    if hasattr(cache, "layers"):
-        pairs = [(layer.keys, layer.values) for layer in cache.layers]
-    elif hasattr(cache, "key_cache"):
-        pairs = list(zip(cache.key_cache, cache.value_cache))
-    else:
-        pairs = list(cache)
-    return [np.stack([k.detach().numpy(), v.detach().numpy()]) for k, v in pairs]
 
 
 def hf_forward(model, ids: np.ndarray, mask: np.ndarray, cache=None):
@@ -44,24 +30,20 @@ def hf_forward(model, ids: np.ndarray, mask: np.ndarray, cache=None):
 
 def strip_generated(tokens, eos: int, pad: int) -> list[int]:
     """New tokens up to (not including) the first EOS, trailing pads removed."""
-    tokens = [int(t) for t in tokens]
-    if eos in tokens:
-        tokens = tokens[: tokens.index(eos)]
-    while tokens and tokens[-1] == pad:
-        tokens.pop()
-    return tokens
+    return _strip(tokens, eos, pad)[0]
 
 
 def hf_generate(model, ids: np.ndarray, mask: np.ndarray, *, eos: int, pad: int, num_beams: int = 1,
                 num_return_sequences: int = 1, max_new_tokens: int = 10, min_new_tokens: int = 0,
-                repetition_penalty: float = 1.0, length_penalty: float = 1.0, return_scores: bool = False):
+                repetition_penalty: float = 1.0, length_penalty: float = 1.0, early_stopping: bool = False,
+                return_scores: bool = False):
     """transformers generate() on a left-padded batch; per prompt, a list of stripped token lists."""
     with torch.no_grad():
         out = model.generate(
             input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
             do_sample=False, num_beams=num_beams, num_return_sequences=num_return_sequences,
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
-            repetition_penalty=repetition_penalty, length_penalty=length_penalty, early_stopping=False,
+            repetition_penalty=repetition_penalty, length_penalty=length_penalty, early_stopping=early_stopping,
             eos_token_id=eos, pad_token_id=pad, return_dict_in_generate=True, output_scores=return_scores,
         )
     width = ids.shape[1]

@@ -29,7 +29,9 @@ GREEDY_GRID = [dict(num_beams=1, num_return_sequences=1, repetition_penalty=rp, 
                for rp, mn in itertools.product([1.0, 1.3], [0, 4])]
 BEAM_GRID = [dict(num_beams=4, num_return_sequences=nrs, repetition_penalty=rp, min_new_tokens=mn)
              for nrs, rp, mn in itertools.product([1, 2], [1.0, 1.3], [0, 4])]
-GRID = GREEDY_GRID + BEAM_GRID
+EARLY_STOPPING_GRID = [dict(num_beams=4, num_return_sequences=2, early_stopping=True, repetition_penalty=rp)
+                       for rp in (1.0, 1.3)]
+GRID = GREEDY_GRID + BEAM_GRID + EARLY_STOPPING_GRID
 
 
 def _prompts(vocab_size: int, seed: int = 0) -> list[list[int]]:
@@ -50,7 +52,9 @@ def _run_grid(zoo, arch, eos_bias, length_penalty):
         ours = [[seq.token_ids for seq in group] for group in result.sequences]
         theirs = hf_generate(hf, ids, mask, eos=model.eos_token_id, pad=model.pad_token_id,
                              max_new_tokens=MAX_NEW, length_penalty=length_penalty, **settings)
-        expected_graph = "generate_beam.onnx" if settings["num_beams"] > 1 else "generate_greedy.onnx"
+        expected_graph = ("generate_greedy.onnx" if settings["num_beams"] == 1 else
+                          "generate_beam_early_stopping.onnx" if settings.get("early_stopping") else
+                          "generate_beam.onnx")
         assert result.graph_file == expected_graph
         assert ours == theirs, f"{arch} {settings}: ortgen {ours} != transformers {theirs}"
         outcomes.append((settings, ours, result))
@@ -76,5 +80,5 @@ def test_generation_matches_transformers_when_eos_is_generated(zoo, arch):
     assert any(len(ls) > 1 for ls in beam_lengths)
     # min_new_tokens is honoured: no sequence shorter than 4 when it is set
     for settings, ours, _ in outcomes:
-        if settings["min_new_tokens"]:
+        if settings.get("min_new_tokens"):
             assert all(len(seq) >= settings["min_new_tokens"] for group in ours for seq in group)

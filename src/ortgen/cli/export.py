@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -28,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="sampling temperature baked into generate_sample.onnx (default 1.0)")
     p.add_argument("--top-p", type=float, default=1.0,
                    help="nucleus-sampling top_p baked into generate_sample.onnx, in (0, 1] (default 1.0: no filtering)")
+    p.add_argument("--validate", action="store_true",
+                   help="after export, run `ortgen validate --fast` against MODEL (needs transformers)")
     p.add_argument("--no-progress", action="store_true", help="do not show progress")
     p.set_defaults(run=run)
 
@@ -44,4 +47,14 @@ def run(args: argparse.Namespace) -> int:
     manifest = export_package(args.model, args.output, options)
     arch = manifest.architecture
     print(f"exported {arch.model_type} ({arch.parameters / 1e6:.1f}M parameters) to {args.output}")
-    return 0
+    if not args.validate:
+        return 0
+    from ortgen.validate.report import render
+    from ortgen.validate.runner import validate_package
+
+    report = validate_package(args.output, args.model, fast=True)
+    print(render(report))
+    if not report.ok:
+        print(f"the package is complete, but validation failed: run `ortgen validate {args.output} "
+              f"--reference {args.model}` for the full report", file=sys.stderr)
+    return 0 if report.ok else 1

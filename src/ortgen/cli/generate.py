@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ortgen.runtime.generator import GenerationResult
 
 OPTIONS = ("strategy", "num_beams", "max_new_tokens", "min_new_tokens", "num_return_sequences", "length_penalty",
-           "repetition_penalty", "temperature", "top_p", "seed")
+           "repetition_penalty", "early_stopping", "temperature", "top_p", "seed")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-return-sequences", type=positive_int)
     p.add_argument("--length-penalty", type=float, help="beam search: score = logprob / length ** penalty")
     p.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeating tokens (1.0: off)")
+    p.add_argument("--early-stopping", action="store_true", default=None,
+                   help="beam search: stop a prompt once num_beams hypotheses have finished")
     p.add_argument("--temperature", type=float, help="sampling (fixed at export)")
     p.add_argument("--top-p", type=float, help="sampling (fixed at export)")
     p.add_argument("--seed", type=int, help="sampling seed (reproducible)")

@@ -67,9 +67,15 @@ def _common_inputs(g: GraphBuilder) -> None:
     g.input(contract.MIN_LENGTH, TensorProto.INT32, [1])
 
 
-def build_beam_search(dims: ModelDims, decoder: onnx.GraphProto, tokens: SpecialTokens) -> onnx.ModelProto:
+def build_beam_search(
+    dims: ModelDims, decoder: onnx.GraphProto, tokens: SpecialTokens, *, early_stopping: bool = False
+) -> onnx.ModelProto:
     """Inputs: input_ids, max_length, min_length, num_beams, num_return_sequences,
-    length_penalty, repetition_penalty, attention_mask. Outputs: sequences, sequences_scores."""
+    length_penalty, repetition_penalty, attention_mask. Outputs: sequences, sequences_scores.
+
+    ``early_stopping`` is an operator attribute: True stops a prompt as soon as num_beams
+    hypotheses have finished (transformers' ``early_stopping=True``).
+    """
     g = GraphBuilder("beam_search")
     _common_inputs(g)
     g.input(contract.NUM_BEAMS, TensorProto.INT32, [1])
@@ -91,7 +97,7 @@ def build_beam_search(dims: ModelDims, decoder: onnx.GraphProto, tokens: Special
         eos_token_id=tokens.eos_token_id,
         pad_token_id=tokens.fill_token_id,
         model_type=0,
-        early_stopping=0,
+        early_stopping=int(early_stopping),
         no_repeat_ngram_size=0,
         vocab_size=dims.vocab_size,
     )

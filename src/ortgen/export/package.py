@@ -8,9 +8,10 @@ Ctrl-C) never leaves a half-written package behind.
       ortgen.json            manifest: architecture, graphs and I/O, checksums, defaults
       weights.bin            every weight, once
       decoder.onnx           one decoding step with KV cache (all logits)
-      generate_beam.onnx     BeamSearch    ┐
-      generate_greedy.onnx   GreedySearch  ├ the decoder inside ONNX Runtime's generation ops
-      generate_sample.onnx   Sampling      ┘ (last-token logits), pointing at weights.bin
+      generate_beam.onnx     BeamSearch                       ┐
+      generate_beam_early_stopping.onnx   (early_stopping=1)  │ the decoder inside ONNX Runtime's
+      generate_greedy.onnx   GreedySearch                     ├ generation ops (last-token logits),
+      generate_sample.onnx   Sampling                         ┘ all pointing at weights.bin
       tokenizer/             files the runtime tokenizer loads
 """
 
@@ -175,9 +176,11 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         files[name] = file_entry(staging / name)
         graphs[key] = _graph_info(model, name, operator, logits, **attributes)
 
-    save("decoder", make_model(build_decoder_graph(dims, initializers, logits="all")), None, "all")
+    save(contract.DECODER, make_model(build_decoder_graph(dims, initializers, logits="all")), None, "all")
     last_only = build_decoder_graph(dims, initializers, logits="last")
-    save(contract.BEAM, build_beam_search(dims, last_only, tokens), "BeamSearch", "last")
+    save(contract.BEAM, build_beam_search(dims, last_only, tokens), "BeamSearch", "last", early_stopping=False)
+    save(contract.BEAM_EARLY_STOPPING, build_beam_search(dims, last_only, tokens, early_stopping=True),
+         "BeamSearch", "last", early_stopping=True)
     save(contract.GREEDY, build_greedy_search(dims, last_only, tokens), "GreedySearch", "last")
     sampling = options.sampling
     save(contract.SAMPLE, build_sampling(dims, last_only, tokens, sampling), "Sampling", "last",

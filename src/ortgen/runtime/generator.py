@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -108,38 +109,68 @@ class Generator:
         tokenizer: Tokenizer | None,
         providers: list[str],
         threads: int | None,
+        max_sessions: int | None = None,
     ) -> None:
         self.package_dir = package_dir
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.providers = providers
         self.threads = threads
-        self._sessions: dict[str, Any] = {}
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, Any] = OrderedDict()
 
     @classmethod
     def load(
-        cls, package_dir: str | Path, *, providers: Sequence[str] | str | None = None, threads: int | None = None
+        cls,
+        package_dir: str | Path,
+        *,
+        providers: Sequence[str] | str | None = None,
+        threads: int | None = None,
+        max_sessions: int | None = None,
     ) -> "Generator":
-        """Open a package written by ``ortgen export`` (graphs load lazily)."""
+        """Open a package written by ``ortgen export`` (graphs load lazily, on first use).
+
+        Each loaded graph holds its own copy of the weights, pre-packed for fast matrix
+        products (ONNX Runtime's Python API cannot share pre-packed weights between
+        sessions). ``max_sessions`` bounds how many stay loaded; the least recently used
+        one is released first.
+        """
         package_dir = Path(package_dir)
         manifest = Manifest.load(package_dir)
         tokenizer = None
         if manifest.tokenizer is not None:
             tokenizer = load_tokenizer(package_dir / contract.TOKENIZER_DIR, manifest.tokenizer)
-        return cls(package_dir, manifest, tokenizer, resolve_providers(providers), threads)
+        return cls(package_dir, manifest, tokenizer, resolve_providers(providers), threads, max_sessions)
 
     # -- sessions -----------------------------------------------------------------------
 
     def session(self, graph: str):
-        """The ONNX Runtime session of ``graph`` ("decoder", "beam", "greedy", "sample")."""
-        if graph not in self._sessions:
-            info = self.manifest.graphs.get(graph)
-            if info is None:
-                raise PackageError(f"this package has no {graph!r} graph; it has: {', '.join(self.manifest.graphs)}")
-            started = time.perf_counter()
-            self._sessions[graph] = create_session(self.package_dir / info.file, self.providers, self.threads)
-            log.info("loaded %s in %.2fs", info.file, time.perf_counter() - started)
+        """The ONNX Runtime session of ``graph`` ("decoder", "beam", "greedy", "sample", ...)."""
+        if graph in self._sessions:
+            self._sessions.move_to_end(graph)
+            return self._sessions[graph]
+        info = self.manifest.graphs.get(graph)
+        if info is None:
+            raise PackageError(f"this package has no {graph!r} graph; it has: {', '.join(self.manifest.graphs)}")
+        if self.max_sessions is not None:
+            while len(self._sessions) >= max(self.max_sessions, 1):
+                released, _ = self._sessions.popitem(last=False)
+                log.debug("released %s", released)
+        started = time.perf_counter()
+        self._sessions[graph] = create_session(self.package_dir / info.file, self.providers, self.threads)
+        log.debug("loaded %s in %.2fs", info.file, time.perf_counter() - started)
         return self._sessions[graph]
+
+    def release(self, graph: str | None = None) -> None:
+        """Drop one loaded graph (or all) to free its memory."""
+        if graph is None:
+            self._sessions.clear()
+        else:
+            self._sessions.pop(graph, None)
+
+    def graph_for(self, settings: GenerationSettings) -> str:
+        """Which graph of the package runs ``settings``."""
+        return self._graph_key(settings)
 
     # -- generation ---------------------------------------------------------------------
 
@@ -170,7 +201,7 @@ class Generator:
 
         Options (transformers' names): strategy ("beam", "greedy", "sample"), num_beams,
         max_new_tokens, min_new_tokens, num_return_sequences, length_penalty,
-        repetition_penalty, temperature, top_p, seed.
+        repetition_penalty, early_stopping (beam search), temperature, top_p, seed.
         """
         if (prompts is None) == (input_ids is None):
             raise GenerationSettingsError("pass either prompts or input_ids")
@@ -194,8 +225,8 @@ class Generator:
         else:
             sequences, extra = self._run_greedy(ids, mask, settings)
         seconds = time.perf_counter() - started
-        info = self.manifest.graphs[settings.strategy]
-        log.info("%s ran in %.2fs", info.file, seconds)
+        info = self.manifest.graphs[self._graph_key(settings)]
+        log.debug("%s ran in %.2fs", info.file, seconds)
         return GenerationResult(
             sequences=sequences,
             prompt_ids=batch,
@@ -205,6 +236,12 @@ class Generator:
             seconds=seconds,
             extra=extra,
         )
+
+    @staticmethod
+    def _graph_key(settings: GenerationSettings) -> str:
+        if settings.strategy == contract.BEAM and settings.early_stopping:
+            return contract.BEAM_EARLY_STOPPING
+        return settings.strategy
 
     def _feeds(self, ids: np.ndarray, mask: np.ndarray, s: GenerationSettings) -> dict[str, np.ndarray]:
         width = ids.shape[1]
@@ -261,7 +298,8 @@ class Generator:
         feeds[contract.NUM_BEAMS] = np.array([s.num_beams], dtype=np.int32)
         feeds[contract.NUM_RETURN_SEQUENCES] = np.array([s.num_return_sequences], dtype=np.int32)
         feeds[contract.LENGTH_PENALTY] = np.array([s.length_penalty], dtype=np.float32)
-        out, scores = self.session(contract.BEAM).run([contract.SEQUENCES, contract.SEQUENCES_SCORES], feeds)
+        session = self.session(self._graph_key(s))
+        out, scores = session.run([contract.SEQUENCES, contract.SEQUENCES_SCORES], feeds)
         width = ids.shape[1]
         result = []
         for b in range(out.shape[0]):

@@ -34,6 +34,7 @@ class GenerationRequest:
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    early_stopping: bool | str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class GenerationSettings:
     temperature: float
     top_p: float
     seed: int | None
+    early_stopping: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -160,6 +162,15 @@ def resolve_settings(
     seed = None
     if request.seed is not None:
         seed = _int("seed", request.seed, 0)
+    early_stopping = request.early_stopping
+    if early_stopping is None:
+        early_stopping = defaults.get("early_stopping", False)
+    if early_stopping == "never":
+        raise GenerationSettingsError(
+            "early_stopping='never' is not available in ONNX Runtime's BeamSearch operator; use True or False"
+        )
+    if not isinstance(early_stopping, bool):
+        raise GenerationSettingsError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
 
     return GenerationSettings(
         strategy=strategy,
@@ -172,6 +183,7 @@ def resolve_settings(
         temperature=temperature,
         top_p=top_p,
         seed=seed,
+        early_stopping=early_stopping and strategy == BEAM,
     )
 
 

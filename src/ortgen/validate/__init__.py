@@ -1,0 +1,1 @@
+"""Validation: prove an exported package generates what transformers generates."""

@@ -1,0 +1,96 @@
+"""Decoder level: ``decoder.onnx`` against transformers' forward, optimum-style.
+
+For each case: output names first (``logits``, ``present_0..L-1``), then shapes, then
+values within the architecture's tolerance. Cases use shapes unlike anything at export
+(the decoder is built, not traced, but the check does not assume it): a left-padded
+batch of three with empty past, one new token on that past, then three new tokens at once.
+Padded positions are excluded: their outputs are masked everywhere downstream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ortgen import contract
+from ortgen.manifest import Manifest
+from ortgen.validate.reference import Reference
+from ortgen.validate.report import DecoderCase, OutputCheck
+
+
+def _run(session: Any, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray]) -> dict[str, np.ndarray]:
+    feeds = {contract.INPUT_IDS: ids.astype(np.int32), contract.POSITION_IDS: np.zeros_like(ids, np.int32),
+             contract.ATTENTION_MASK: mask.astype(np.int32)}
+    feeds.update({contract.past_name(i): p for i, p in enumerate(past)})
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds)))
+
+
+def _compare(name: str, ours: np.ndarray | None, theirs: np.ndarray, valid: np.ndarray, tolerance: float,
+             batch_axis: int, time_axis: int) -> OutputCheck:
+    expected = list(theirs.shape)
+    if ours is None:
+        return OutputCheck(name, expected, None, None, tolerance, "missing")
+    if list(ours.shape) != expected:
+        return OutputCheck(name, expected, list(ours.shape), None, tolerance, "shape")
+    # move (batch, time) to the front and keep the valid positions
+    a = np.moveaxis(ours, (batch_axis, time_axis), (0, 1))[valid]
+    b = np.moveaxis(theirs, (batch_axis, time_axis), (0, 1))[valid]
+    diff = float(np.abs(a.astype(np.float64) - b).max()) if a.size else 0.0
+    return OutputCheck(name, expected, list(ours.shape), diff, tolerance, "ok" if diff <= tolerance else "values")
+
+
+def _case(name: str, description: str, outputs: dict[str, np.ndarray], logits: np.ndarray,
+          presents: list[np.ndarray], new_valid: np.ndarray, total_valid: np.ndarray, tolerance: float) -> DecoderCase:
+    checks = [_compare(contract.LOGITS, outputs.get(contract.LOGITS), logits, new_valid, tolerance, 0, 1)]
+    for i, present in enumerate(presents):
+        key = contract.present_name(i)
+        checks.append(_compare(key, outputs.get(key), present, total_valid, tolerance, 1, 3))
+    expected_names = {contract.LOGITS} | {contract.present_name(i) for i in range(len(presents))}
+    for extra in sorted(set(outputs) - expected_names):
+        checks.append(OutputCheck(extra, [], list(outputs[extra].shape), None, tolerance, "unexpected"))
+    return DecoderCase(name, description, checks)
+
+
+def check_decoder(session: Any, manifest: Manifest, reference: Reference, tolerance: float,
+                  seed: int = 7) -> list[DecoderCase]:
+    """Compare the decoder with transformers on three cases; see the module docstring."""
+    a = manifest.architecture
+    pad = manifest.special_tokens.pad_token_id
+    prefix = manifest.tokenizer.prefix_ids if manifest.tokenizer else []
+    rng = np.random.default_rng(seed)
+    low = min(4, a.vocab_size - 1)
+    lengths = [11, 6, 1]
+    width = max(lengths)
+    ids = np.full((3, width), pad, dtype=np.int64)
+    mask = np.zeros((3, width), dtype=np.int64)
+    for row, n in enumerate(lengths):
+        tokens = (prefix + list(rng.integers(low, a.vocab_size, size=n)))[:n]
+        ids[row, width - n:] = tokens
+        mask[row, width - n:] = 1
+    empty = [np.zeros((2, 3, a.num_heads, 0, a.head_dim), np.float32) for _ in range(a.num_layers)]
+
+    cases = []
+    ours = _run(session, ids, mask, empty)
+    logits, presents, cache = reference.forward(ids, mask)
+    valid = mask.astype(bool)
+    cases.append(_case("prompt", "batch 3 left-padded (11, 6, 1 tokens), no past", ours, logits, presents, valid,
+                       valid, tolerance))
+
+    past = [ours[contract.present_name(i)] for i in range(a.num_layers)]
+    step = rng.integers(low, a.vocab_size, size=(3, 1))
+    mask1 = np.concatenate([mask, np.ones((3, 1), mask.dtype)], axis=1)
+    ours1 = _run(session, step, mask1, past)
+    logits1, presents1, cache = reference.forward(step, mask1, cache)
+    cases.append(_case("one step", "1 new token on that past (past 11)", ours1, logits1, presents1,
+                       np.ones((3, 1), bool), mask1.astype(bool), tolerance))
+
+    past = [ours1[contract.present_name(i)] for i in range(a.num_layers)]
+    chunk = rng.integers(low, a.vocab_size, size=(3, 3))
+    mask3 = np.concatenate([mask1, np.ones((3, 3), mask.dtype)], axis=1)
+    ours3 = _run(session, chunk, mask3, past)
+    logits3, presents3, _ = reference.forward(chunk, mask3, cache)
+    cases.append(_case("chunk", "3 new tokens at once (past 12)", ours3, logits3, presents3,
+                       np.ones((3, 3), bool), mask3.astype(bool), tolerance))
+    return cases

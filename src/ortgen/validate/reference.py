@@ -1,0 +1,155 @@
+"""transformers as the oracle: forward passes, generate() and log-probabilities.
+
+The only module (with the rest of ``ortgen.validate``) where ortgen and transformers
+meet. Inputs and outputs are numpy arrays and plain lists in the layouts ortgen uses.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ortgen.errors import ModelSourceError
+from ortgen.runtime.settings import GenerationSettings
+
+
+@dataclass(frozen=True)
+class ReferenceSequence:
+    """One sequence transformers returned: new tokens up to (not including) EOS."""
+
+    token_ids: list[int]
+    finished: bool
+    score: float | None
+
+
+def positions_from_mask(mask: np.ndarray):
+    """Position ids as transformers' generate() computes them: cumsum - 1, pads at 0."""
+    import torch
+
+    m = torch.tensor(mask, dtype=torch.long)
+    return (m.cumsum(-1) - 1).masked_fill(m == 0, 0)
+
+
+def cache_to_numpy(cache: Any) -> list[np.ndarray]:
+    """Per layer: key and value stacked, [2, B, heads, T, head_dim] (the decoder's present layout)."""
+    if hasattr(cache, "layers"):
+        pairs = [(layer.keys, layer.values) for layer in cache.layers]
+    elif hasattr(cache, "key_cache"):
+        pairs = list(zip(cache.key_cache, cache.value_cache))
+    else:
+        pairs = list(cache)
+    return [np.stack([k.detach().numpy(), v.detach().numpy()]) for k, v in pairs]
+
+
+def strip_generated(tokens: Any, eos: int, pad: int) -> tuple[list[int], bool]:
+    """New tokens up to (not including) the first EOS, trailing pads removed; and whether EOS was seen."""
+    tokens = [int(t) for t in tokens]
+    if eos in tokens:
+        return tokens[: tokens.index(eos)], True
+    while tokens and tokens[-1] == pad:
+        tokens.pop()
+    return tokens, False
+
+
+class Reference:
+    """A transformers causal LM loaded in float32 on the CPU."""
+
+    def __init__(self, model: Any, source: str) -> None:
+        self.model = model
+        self.source = source
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+
+    @classmethod
+    def load(cls, source: str) -> "Reference":
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM
+        except ImportError as exc:
+            raise ModelSourceError("validation needs transformers and torch: pip install 'ortgen[export]'") from exc
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        except TypeError:  # transformers < 4.56 names it torch_dtype
+            model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise ModelSourceError(f"transformers could not load the reference model {source!r}: {exc}") from exc
+        return cls(model.eval(), source)
+
+    # -- forward ------------------------------------------------------------------------
+
+    def forward(self, ids: np.ndarray, mask: np.ndarray, cache: Any = None) -> tuple[np.ndarray, list[np.ndarray], Any]:
+        """(logits [B, S, V], presents per layer, cache) for new tokens ``ids`` after ``cache``;
+        ``mask`` covers past and new tokens."""
+        import torch
+
+        positions = positions_from_mask(mask)[:, -ids.shape[1]:]
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
+                             position_ids=positions, use_cache=True, **{self._cache_kwarg: cache})
+        new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        return out.logits.float().numpy(), cache_to_numpy(new_cache), new_cache
+
+    def next_token_logprobs(self, prefix: list[int]) -> np.ndarray:
+        """log-softmax over the vocabulary after ``prefix`` (float64)."""
+        import torch
+
+        with torch.no_grad():
+            logits = self.model(input_ids=torch.tensor([prefix], dtype=torch.long)).logits[0, -1].double()
+        return torch.log_softmax(logits, dim=-1).numpy()
+
+    def sequence_logprob(self, prompt: list[int], generated: list[int]) -> float:
+        """Sum of the log-probabilities of ``generated`` after ``prompt``."""
+        import torch
+
+        with torch.no_grad():
+            logits = self.model(input_ids=torch.tensor([prompt + generated], dtype=torch.long)).logits[0].double()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        return float(sum(logprobs[len(prompt) - 1 + k, tok] for k, tok in enumerate(generated)))
+
+    def sampling_distribution(self, prompt: list[int], temperature: float, top_p: float) -> np.ndarray:
+        """The next-token distribution transformers samples from (temperature, then top-p)."""
+        import torch
+        from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+        ids = torch.tensor([prompt], dtype=torch.long)
+        with torch.no_grad():
+            scores = self.model(input_ids=ids).logits[:, -1].float()
+        if temperature != 1.0:
+            scores = TemperatureLogitsWarper(temperature)(ids, scores)
+        if top_p < 1.0:
+            scores = TopPLogitsWarper(top_p, min_tokens_to_keep=1)(ids, scores)
+        return torch.softmax(scores.double(), dim=-1)[0].numpy()
+
+    # -- generate -----------------------------------------------------------------------
+
+    def generate(
+        self, ids: np.ndarray, mask: np.ndarray, settings: GenerationSettings, *, eos: int, pad: int
+    ) -> list[list[ReferenceSequence]]:
+        """transformers generate() (greedy or beam search) on a left-padded batch."""
+        import torch
+
+        beam = settings.strategy == "beam"
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
+                do_sample=False, num_beams=settings.num_beams, num_return_sequences=settings.num_return_sequences,
+                max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
+                repetition_penalty=settings.repetition_penalty, length_penalty=settings.length_penalty,
+                early_stopping=settings.early_stopping, eos_token_id=eos, pad_token_id=pad,
+                return_dict_in_generate=True, output_scores=beam,
+            )
+        width, n = ids.shape[1], settings.num_return_sequences
+        sequences = out.sequences.numpy()
+        scores = out.sequences_scores.numpy() if beam and out.sequences_scores is not None else None
+        result = []
+        for b in range(ids.shape[0]):
+            group = []
+            for r in range(n):
+                tokens, finished = strip_generated(sequences[b * n + r, width:], eos, pad)
+                score = float(scores[b * n + r]) if scores is not None else None
+                group.append(ReferenceSequence(tokens, finished, score))
+            result.append(group)
+        return result
