@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from ortgen import __version__
-from ortgen.cli import demo, export, generate, inspect, random_model, validate
+from ortgen.cli import convert, demo, export, generate, inspect, random_model, validate
 from ortgen.errors import OrtgenError
 
 DESCRIPTION = """\
@@ -21,9 +21,10 @@ with beam search, greedy search and sampling running inside ONNX Runtime.
   ortgen inspect pkg                       what a package holds
   ortgen generate pkg "Aspirin is" --num-beams 5 --max-new-tokens 40
   ortgen validate pkg --reference microsoft/biogpt    prove it generates what transformers does
+  ortgen convert-fairseq QA-PubMedQA-BioGPT -o hf-dir  fairseq BioGPT -> Hugging Face
 """
 
-VERBS = (demo, export, inspect, generate, validate, random_model)
+VERBS = (demo, export, inspect, generate, validate, convert, random_model)
 
 
 def _setup_logging(verbosity: int) -> None:

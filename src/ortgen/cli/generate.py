@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompts", metavar="PROMPT", nargs="*", help="prompt text(s); several make a batch")
     p.add_argument("--input-ids", metavar="IDS", type=token_ids, action="append",
                    help="a prompt as comma-separated token ids (repeatable); instead of PROMPT")
+    p.add_argument("--question", help="QA fine-tunes (e.g. BioGPT PubMedQA): the question; prints the parsed answer")
+    p.add_argument("--context", action="append", help="with --question: a context passage (repeatable)")
     p.add_argument("--strategy", choices=["beam", "greedy", "sample"], help="default: inferred from the options")
     p.add_argument("--num-beams", type=positive_int)
     p.add_argument("--max-new-tokens", type=positive_int, help="default: the package's, else 32")
@@ -83,15 +85,39 @@ def result_json(result: GenerationResult, prompts: Sequence[str] | None) -> str:
     }, indent=2)
 
 
+def _options(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+
+
+def _run_question(args: argparse.Namespace) -> int:
+    from ortgen.runtime.generator import Generator
+
+    if args.prompts or args.input_ids:
+        raise OrtgenError("--question replaces PROMPT and --input-ids; give only one of them")
+    if not args.context:
+        raise OrtgenError("--question needs at least one --context passage")
+    generator = Generator.load(args.package, providers=args.provider)
+    answer = generator.answer(args.question, args.context, **_options(args))
+    if args.json:
+        print(json.dumps({"answer": answer.answer, "text": answer.text, "graph": answer.result.graph_file}, indent=2))
+    else:
+        print(f"answer: {answer.answer if answer.answer is not None else '(none parsed)'}")
+        print(f"generated: {answer.text}")
+        print(f"ran {answer.result.backend} in {answer.result.seconds:.2f}s", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ortgen.runtime.generator import Generator
 
+    if args.question is not None:
+        return _run_question(args)
     if bool(args.prompts) == bool(args.input_ids):
         raise OrtgenError("give either PROMPT text(s) or --input-ids, not both and not neither")
     if args.min_new_tokens is not None and args.min_new_tokens < 0:
         raise OrtgenError(f"--min-new-tokens must be >= 0, got {args.min_new_tokens}")
     generator = Generator.load(args.package, providers=args.provider)
-    options = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    options = _options(args)
     if args.prompts:
         result = generator.generate(args.prompts, **options)
     else:

@@ -99,7 +99,7 @@ def open_checkpoint(model: str) -> Checkpoint:
     if not config_path.is_file():
         hint = ""
         if (directory / "checkpoint.pt").is_file():
-            hint = " It looks like a fairseq checkpoint: convert it first with `ortgen convert-fairseq`."
+            hint = " It looks like a fairseq checkpoint, but dict.txt or bpecodes is missing beside checkpoint.pt."
         raise ModelSourceError(f"{directory} has no config.json; it is not a Hugging Face model directory.{hint}")
     config = _read_json(config_path)
     generation_path = directory / "generation_config.json"

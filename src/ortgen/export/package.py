@@ -17,6 +17,7 @@ Ctrl-C) never leaves a half-written package behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -101,6 +102,16 @@ def _graph_info(model: onnx.ModelProto, file: str, operator: str | None, logits:
         logits=logits,
         attributes=attributes,
     )
+
+
+def _source_record(ck: Checkpoint) -> dict[str, Any]:
+    local = Path(ck.source).expanduser()
+    record = {"model": ck.source, "model_type": ck.dims.model_type,
+              "directory": str(local.resolve() if local.exists() else ck.directory.resolve())}
+    converted = ck.config.get("ortgen_converted_from")
+    if converted:
+        record["converted_from"] = converted
+    return record
 
 
 def _architecture(dims: ModelDims, parameters: int) -> Architecture:
@@ -191,9 +202,14 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
             rel = f"{contract.TOKENIZER_DIR}/{name}"
             files[rel] = file_entry(staging / rel)
 
+    prompt_format = None
+    format_file = ck.directory / "prompt_format.json"
+    if format_file.is_file():
+        prompt_format = json.loads(format_file.read_text(encoding="utf-8"))
+        log.info("prompt format: %s", prompt_format.get("description", "recorded"))
     manifest = Manifest(
         ortgen_version=__version__,
-        source={"model": ck.source, "model_type": dims.model_type, "directory": str(ck.directory.resolve())},
+        source=_source_record(ck),
         architecture=_architecture(dims, weights.parameter_count()),
         special_tokens=ManifestSpecialTokens(
             bos_token_id=dims.bos_token_id, eos_token_id=tokens.eos_token_id, pad_token_id=tokens.pad_token_id
@@ -204,6 +220,7 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         files=files,
         generation_defaults={k: ck.generation_config[k] for k in _GENERATION_KEYS if k in ck.generation_config},
         tokenizer=tokenizer_info,
+        prompt_format=prompt_format,
     )
     (staging / contract.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     return manifest
@@ -219,7 +236,19 @@ def export_package(model: str, output: Path | str, options: ExportOptions | None
     if not 0 < options.sampling.top_p <= 1:
         raise PackageError(f"--top-p must be in (0, 1], got {options.sampling.top_p}")
     started = time.perf_counter()
-    ck = open_checkpoint(model)
+    from ortgen.convert.fairseq_biogpt import convert_fairseq_biogpt, is_fairseq_dir
+
+    if is_fairseq_dir(Path(model).expanduser()):
+        # a fairseq BioGPT directory: convert it to a temporary Hugging Face directory first
+        with tempfile.TemporaryDirectory(prefix=f".{output.name}.fairseq-", dir=output.parent) as scratch:
+            log.info("%s is a fairseq checkpoint: converting it to Hugging Face format first", model)
+            hf_dir = convert_fairseq_biogpt(model, Path(scratch) / "hf", show_progress=options.show_progress)
+            return _export_checkpoint(model, open_checkpoint(str(hf_dir)), output, options, started)
+    return _export_checkpoint(model, open_checkpoint(model), output, options, started)
+
+
+def _export_checkpoint(model: str, ck: Checkpoint, output: Path, options: ExportOptions, started: float) -> Manifest:
+    ck.source = model
     log.info(
         "exporting %s: %s, %d layers x %d hidden, %d heads, vocab %d",
         model, ck.dims.model_type, ck.dims.num_layers, ck.dims.hidden_size, ck.dims.num_heads, ck.dims.vocab_size,

@@ -24,6 +24,7 @@ import numpy as np
 from ortgen import contract
 from ortgen.errors import GenerationSettingsError, OrtgenError, PackageError
 from ortgen.manifest import Manifest
+from ortgen.runtime.prompt_format import PromptFormat
 from ortgen.runtime.sessions import create_session, resolve_providers
 from ortgen.runtime.settings import GenerationRequest, GenerationSettings, check_lengths, resolve_settings
 from ortgen.runtime.tokenizer import Tokenizer, load_tokenizer
@@ -41,6 +42,15 @@ class GeneratedSequence:
     text: str | None
     finished: bool  # True when the model ended it with EOS before max_new_tokens
     score: float | None = None  # beam search: sum of log-probs / generated_length ** length_penalty
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A QA fine-tune's answer: the parsed label (yes / no / maybe, None if unparseable) and the text."""
+
+    answer: str | None
+    text: str
+    result: "GenerationResult"
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,7 @@ class Generator:
         self.threads = threads
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, Any] = OrderedDict()
+        self.prompt_format = PromptFormat.from_dict(manifest.prompt_format) if manifest.prompt_format else None
 
     @classmethod
     def load(
@@ -175,9 +186,23 @@ class Generator:
     # -- generation ---------------------------------------------------------------------
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids for text prompts, with the package's prompt format applied (if it has one)."""
         if self.tokenizer is None:
             raise OrtgenError("this package has no tokenizer: pass input_ids instead of text prompts")
-        return [self.tokenizer.encode(p) for p in prompts]
+        fmt = self.prompt_format
+        if fmt is None:
+            return [self.tokenizer.encode(p) for p in prompts]
+        prefix_len = len(self.manifest.tokenizer.prefix_ids) if self.manifest.tokenizer else 0
+        return [fmt.build_ids(self.tokenizer.encode(fmt.source_text(p)), prefix_len) for p in prompts]
+
+    def answer(self, question: str, contexts: str | Sequence[str], **options: Any) -> "Answer":
+        """Ask a question about contexts with a QA fine-tune's prompt format; parse its answer."""
+        fmt = self.prompt_format
+        if fmt is None or not fmt.answers_questions:
+            raise OrtgenError("this package has no question-answering prompt format (e.g. a PubMedQA fine-tune)")
+        result = self.generate([fmt.question_text(question, contexts)], **options)
+        best = result.sequences[0][0]
+        return Answer(fmt.parse_answer(best.text or ""), best.text or "", result)
 
     def settings_for(self, **request: Any) -> GenerationSettings:
         """Resolve generation options against the package's defaults (no generation runs)."""

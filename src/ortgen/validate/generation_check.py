@@ -134,7 +134,7 @@ def run_case(
     return GenerationCase(
         name=entry["name"], settings=ours.settings.as_dict(), graph=ours.graph_file, batch=batch_index,
         status=status, explanation=explanation, sequences=comparisons, max_score_diff=max_score_diff,
-        ortgen_seconds=ours_seconds, transformers_seconds=theirs_seconds,
+        ortgen_seconds=ours_seconds, transformers_seconds=theirs_seconds, prompt_ids=[list(p) for p in batch],
     )
 
 

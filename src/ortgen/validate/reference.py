@@ -65,11 +65,24 @@ class Reference:
 
     @classmethod
     def load(cls, source: str) -> "Reference":
+        """Load with transformers; a fairseq BioGPT directory is converted (in a temporary directory) first."""
         try:
             import torch
             from transformers import AutoModelForCausalLM
         except ImportError as exc:
             raise ModelSourceError("validation needs transformers and torch: pip install 'ortgen[export]'") from exc
+        from pathlib import Path
+
+        from ortgen.convert.fairseq_biogpt import convert_fairseq_biogpt, is_fairseq_dir
+
+        if is_fairseq_dir(Path(source)):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="ortgen-reference-") as scratch:
+                hf_dir = convert_fairseq_biogpt(source, Path(scratch) / "hf", show_progress=False)
+                reference = cls.load(str(hf_dir))
+                reference.source = source
+                return reference  # the weights are in memory: the directory may go
         try:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         except TypeError:  # transformers < 4.56 names it torch_dtype

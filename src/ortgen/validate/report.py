@@ -78,6 +78,7 @@ class GenerationCase:
     max_score_diff: float | None
     ortgen_seconds: float
     transformers_seconds: float
+    prompt_ids: list[list[int]] = field(default_factory=list)  # the batch, unpadded
 
     @property
     def eos_steps(self) -> list[int]:

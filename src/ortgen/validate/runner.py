@@ -64,7 +64,9 @@ def build_suite(generator: Generator, prompts: list | None, settings: list[dict[
         raise OrtgenError(f"max_new_tokens in the settings leaves no room for a prompt in "
                           f"{manifest.architecture.max_positions} positions")
     if any(len(p) > room for p in ids):
-        ids = [p[:room] for p in ids]
+        # keep a prompt format's learned tokens at the end; cut the source text before them
+        suffix = generator.prompt_format.learned_prompt_ids if generator.prompt_format and texts else []
+        ids = [p if len(p) <= room else p[: room - len(suffix)] + suffix for p in ids]
         notes.append(f"prompts truncated to {room} tokens to fit {manifest.architecture.max_positions} positions")
     batches = suites.batches_of(ids)
     if fast:
