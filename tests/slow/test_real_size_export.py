@@ -62,3 +62,29 @@ def test_real_size_export_loads_and_generates(tmp_path, preset, parameters):
     out = generator.generate(input_ids=[[2, 100, 200, 300]], max_new_tokens=2)
     print(f"{preset}: greedy 2 tokens incl. session load {time.perf_counter() - started:.1f} s")
     assert len(out.sequences[0][0].token_ids) <= 2
+
+
+@pytest.mark.skipif(not REAL_BIOGPT_TOKENIZER.is_dir(), reason="real BioGPT tokenizer files not available")
+def test_pubmedqa_base_sized_fairseq_checkpoint_converts_and_exports(tmp_path):
+    """QA-PubMedQA-BioGPT's shape: 24 x 1024, vocabulary 42,384 + 9 learned prompt tokens."""
+    from tests.helpers.fairseq import write_fairseq_biogpt
+
+    fx = write_fairseq_biogpt(tmp_path / "fairseq", REAL_BIOGPT_TOKENIZER, hidden=1024, layers=24, heads=16,
+                              ffn=4096, positions=1024, learned_prompt=9)
+    assert fx.rows == 42393
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "ortgen", "convert-fairseq", str(tmp_path / "fairseq"), "-o",
+                             str(tmp_path / "hf")], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    assert "converting" in result.stderr and "100%" in result.stderr
+    print(f"\nconvert-fairseq, PubMedQA base shape: {seconds:.1f} s")
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", _EXPORT_AND_REPORT_PEAK, str(tmp_path / "hf"),
+                             str(tmp_path / "pkg")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    print(f"export of the converted model: {time.perf_counter() - started:.1f} s")
+    generator = Generator.load(tmp_path / "pkg")
+    answer = generator.answer("Do statins reduce mortality?", "A randomized trial of 5,011 patients.",
+                              max_new_tokens=3)
+    assert answer.result.prompt_ids[0][-9:] == list(range(42384, 42393))
