@@ -41,9 +41,11 @@ GREEDY = "greedy"
 SAMPLE = "sample"
 STRATEGIES = (BEAM, GREEDY, SAMPLE)
 DECODER = "decoder"
+DECODER_ENGINE = "decoder_engine"  # the step engine's decoder (GroupQueryAttention, in-place KV cache)
 BEAM_EARLY_STOPPING = "beam_early_stopping"  # BeamSearch with early_stopping=1 (an attribute, so a graph of its own)
 GRAPH_FILES = {
     DECODER: "decoder.onnx",
+    DECODER_ENGINE: "decoder_engine.onnx",
     BEAM: "generate_beam.onnx",
     BEAM_EARLY_STOPPING: "generate_beam_early_stopping.onnx",
     GREEDY: "generate_greedy.onnx",

@@ -43,8 +43,8 @@ def test_export_writes_a_complete_package(model_copy, tmp_path, capsys):
     code, stdout, _ = run(["export", model_copy, "-o", out, "--no-progress"], capsys)
     assert code == 0 and "exported biogpt" in stdout
     names = {p.name for p in out.iterdir()}
-    assert names == {"ortgen.json", "weights.bin", "decoder.onnx", "generate_beam.onnx", "generate_greedy.onnx",
-                     "generate_beam_early_stopping.onnx", "generate_sample.onnx", "tokenizer"}
+    assert names == {"ortgen.json", "weights.bin", "decoder.onnx", "decoder_engine.onnx", "generate_beam.onnx",
+                     "generate_greedy.onnx", "generate_beam_early_stopping.onnx", "generate_sample.onnx", "tokenizer"}
     manifest = Manifest.load(out)
     assert manifest.architecture.model_type == "biogpt" and manifest.architecture.num_heads == 3
     assert (manifest.special_tokens.bos_token_id, manifest.special_tokens.eos_token_id,
@@ -58,12 +58,12 @@ def test_export_writes_a_complete_package(model_copy, tmp_path, capsys):
     assert [t.name for t in manifest.graphs["beam"].outputs] == ["sequences", "sequences_scores"]
     # weights stored once: the ONNX files are small, all point into weights.bin
     weights = (out / "weights.bin").stat().st_size
-    for name in ("decoder.onnx", "generate_beam.onnx", "generate_beam_early_stopping.onnx", "generate_greedy.onnx",
-                 "generate_sample.onnx"):
+    for name in ("decoder.onnx", "decoder_engine.onnx", "generate_beam.onnx", "generate_beam_early_stopping.onnx",
+                 "generate_greedy.onnx", "generate_sample.onnx"):
         assert (out / name).stat().st_size < weights / 4
     code, stdout, _ = run(["inspect", out, "--verify"], capsys)
     assert code == 0
-    assert "com.microsoft BeamSearch" in stdout and "verified     all 8 files" in stdout
+    assert "com.microsoft BeamSearch" in stdout and "verified     all 9 files" in stdout
     code, stdout, _ = run(["inspect", out, "--json"], capsys)
     assert json.loads(stdout)["architecture"]["num_layers"] == 2
     assert no_leftovers(tmp_path)

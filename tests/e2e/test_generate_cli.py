@@ -27,7 +27,10 @@ def test_generate_text_batch_with_beam_search(zoo, capsys):
     assert code == 0
     assert out.count("[0] Aspirin reduces the risk of") == 1 and "[1] Metformin is" in out
     assert out.count("  1. ") == 2 and out.count("  2. ") == 2
-    assert "ran generate_beam.onnx (com.microsoft BeamSearch)" in err
+    assert "ran decoder_engine.onnx (ortgen step engine)" in err  # length_penalty 1: the engine
+    code, out, err = run(["generate", pkg, "Aspirin", "--num-beams", "4", "--max-new-tokens", "6",
+                          "--length-penalty", "0"], capsys)
+    assert code == 0 and "ran generate_beam.onnx (com.microsoft BeamSearch)" in err
 
 
 def test_generate_json_matches_the_api(zoo, capsys):
@@ -65,8 +68,10 @@ def test_prompt_text_uses_the_model_prefix(zoo):
         (["--min-new-tokens", "-2"], "--min-new-tokens must be >= 0"),
         (["--max-new-tokens", "10", "--min-new-tokens", "11"], "must not exceed max_new_tokens"),
         (["--top-p", "1.5"], "top_p must be in (0, 1]"),
-        (["--temperature", "0.5"], "exported with temperature=1, top_p=1"),
-        (["--num-beams", "3", "--seed", "1"], "beam sampling"),
+        (["--temperature", "0.5", "--backend", "graph"], "temperature/top_p differ from the Sampling graph's"),
+        (["--num-beams", "3", "--seed", "1", "--backend", "graph"], "beam sampling: BeamSearch cannot sample"),
+        (["--top-k", "-2"], "top_k must be >= 0"),
+        (["--stop", "x", "--backend", "graph"], "stop_strings: the operators have none"),
         (["--max-new-tokens", "70"], "needs 75 positions; the model has 64"),
         (["--provider", "tpu"], "execution provider 'tpu' is not available"),
     ],
@@ -110,17 +115,17 @@ def test_api_errors(zoo, tmp_path):
         Generator.load(tmp_path / "empty")
 
 
-def test_sampling_is_reproducible_with_a_seed(zoo):
+@pytest.mark.parametrize("backend, top_k, graph", [("engine", 50, "decoder_engine.onnx"),
+                                                   ("graph", 0, "generate_sample.onnx")])
+def test_sampling_is_reproducible_with_a_seed(zoo, backend, top_k, graph):
     generator = Generator.load(zoo.package("biogpt"))
     prompts = ["Aspirin reduces", "The primary outcome was"]
-    a = generator.generate(prompts, seed=7, max_new_tokens=8, num_return_sequences=3)
-    b = generator.generate(prompts, seed=7, max_new_tokens=8, num_return_sequences=3)
-    c = generator.generate(prompts, seed=8, max_new_tokens=8, num_return_sequences=3)
-    assert a.graph_file == "generate_sample.onnx" and a.operator == "Sampling"
+    run = lambda seed, **kw: generator.generate(prompts, seed=seed, max_new_tokens=8, top_k=top_k,  # noqa: E731
+                                                backend=backend, **kw)
+    a, b, c = run(7, num_return_sequences=3), run(7, num_return_sequences=3), run(8, num_return_sequences=3)
+    assert a.graph_file == graph
     tokens = lambda r: [[s.token_ids for s in g] for g in r.sequences]  # noqa: E731
     assert tokens(a) == tokens(b)
     assert tokens(a) != tokens(c)
     assert len(a.sequences) == 2 and all(len(g) == 3 for g in a.sequences)
-    # seed 0 is reproducible too (ONNX Runtime's own seed 0 means "random")
-    assert tokens(generator.generate(prompts, seed=0, max_new_tokens=8)) == tokens(
-        generator.generate(prompts, seed=0, max_new_tokens=8))
+    assert tokens(run(0)) == tokens(run(0))  # seed 0 reproduces too (ONNX Runtime's own 0 means "random")

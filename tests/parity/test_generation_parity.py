@@ -1,5 +1,8 @@
 """Acceptance: the in-graph GreedySearch and BeamSearch models generate transformers' tokens.
 
+(Run with backend="graph": by default the Generator sends length_penalty != 0 beam search to
+the step engine, which test_engine_parity.py covers.)
+
 Grid: num_beams 1 and 4, num_return_sequences 1 and 2, repetition_penalty 1.0 and 1.3,
 min_new_tokens 0 and 4, on a left-padded batch of three prompts, for every architecture.
 Sequences are compared after stripping EOS and padding (ONNX Runtime writes pad where
@@ -48,7 +51,7 @@ def _run_grid(zoo, arch, eos_bias, length_penalty):
     outcomes = []
     for settings in GRID:
         result = generator.generate(input_ids=prompts, max_new_tokens=MAX_NEW, length_penalty=length_penalty,
-                                    **settings)
+                                    backend="graph", **settings)
         ours = [[seq.token_ids for seq in group] for group in result.sequences]
         theirs = hf_generate(hf, ids, mask, eos=model.eos_token_id, pad=model.pad_token_id,
                              max_new_tokens=MAX_NEW, length_penalty=length_penalty, **settings)

@@ -95,7 +95,7 @@ def test_length_normalisation_counts_the_prompt(zoo):
     prompts = _prompts(model.vocab_size)
     ids, mask = left_pad(prompts)
     result = generator.generate(input_ids=prompts, num_beams=4, num_return_sequences=2, max_new_tokens=MAX_NEW,
-                                length_penalty=1.0)
+                                length_penalty=1.0, backend="graph")
     raw_scores = np.array(result.extra["onnxruntime_scores"])
     width = ids.shape[1]
     for b, group in enumerate(result.sequences):
@@ -126,7 +126,8 @@ def test_repetition_penalty_counts_left_padding(zoo):
     raw = session.run(None, _feeds(pad_filled, mask, rp=1.3))[0]
     raw_tokens = [[_cut(row[pad_filled.shape[1]:], model.eos_token_id)] for row in raw]
     assert raw_tokens != ref, "demonstrates: pad-filled rows are penalised differently"
-    ours = Generator.load(package).generate(input_ids=prompts, max_new_tokens=MAX_NEW, repetition_penalty=1.3)
+    ours = Generator.load(package).generate(input_ids=prompts, max_new_tokens=MAX_NEW, repetition_penalty=1.3,
+                                            backend="graph")
     assert [[s.token_ids for s in g] for g in ours.sequences] == ref
 
 
@@ -143,7 +144,7 @@ def test_eos_inside_prompts(zoo, arch):
     generator = Generator.load(zoo.package(arch))
     for settings in (dict(num_beams=1), dict(num_beams=4, num_return_sequences=2)):
         ref = hf_generate(hf, ids, mask, eos=eos, pad=model.pad_token_id, max_new_tokens=MAX_NEW, **settings)
-        ours = generator.generate(input_ids=prompts, max_new_tokens=MAX_NEW, **settings)
+        ours = generator.generate(input_ids=prompts, max_new_tokens=MAX_NEW, backend="graph", **settings)
         assert [[s.token_ids for s in g] for g in ours.sequences] == ref
 
 
@@ -162,7 +163,7 @@ def test_beam_search_with_one_beam_is_not_greedy(zoo):
     raw_tokens = [[_cut(row[0, ids.shape[1]:], model.eos_token_id)] for row in raw]
     assert raw_tokens != ref, "demonstrates: one-beam BeamSearch differs from greedy"
     ours = Generator.load(package).generate(input_ids=prompts, strategy="beam", num_beams=1,
-                                            max_new_tokens=MAX_NEW, repetition_penalty=1.3)
+                                            max_new_tokens=MAX_NEW, repetition_penalty=1.3, backend="graph")
     assert ours.graph_file == contract.GRAPH_FILES[contract.GREEDY]
     assert [[s.token_ids for s in g] for g in ours.sequences] == ref
 

@@ -35,11 +35,14 @@ def test_good_packages_pass_the_default_suite(zoo, arch, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["summary"]["ok"] and report["summary"]["mismatch"] == 0
     assert len(report["decoder"]) == 3 and all(o["status"] == "ok" for c in report["decoder"] for o in c["outputs"])
-    assert {c["name"] for c in report["sampling"]} == {"same seed reproduces", "top_p=1e-6 equals greedy",
-                                                        "first-token frequencies"}
+    assert {c["name"] for c in report["sampling"]} == {
+        "graph: same seed reproduces", "graph: top_p=1e-6 equals greedy", "graph: first-token frequencies",
+        "engine: same seed reproduces", "engine: top_k=1 equals greedy", "engine: first-token frequencies"}
     assert all(c["status"] == "pass" for c in report["sampling"])
     graphs = {c["graph"] for c in report["generation"]}
-    assert graphs == {"generate_greedy.onnx", "generate_beam.onnx", "generate_beam_early_stopping.onnx"}
+    assert graphs == {"generate_greedy.onnx", "generate_beam.onnx", "generate_beam_early_stopping.onnx",
+                      "decoder_engine.onnx"}
+    assert {c["backend"] for c in report["generation"]} == {"graph", "engine"}
 
 
 def test_eos_and_unequal_beam_lengths_are_reported_and_explained(zoo):
@@ -86,7 +89,7 @@ def _break_position_offset(package, offset: int) -> None:
     for key, file in contract.GRAPH_FILES.items():
         path = package / file
         model = onnx.load(str(path), load_external_data=False)
-        patch(model.graph if key == contract.DECODER else
+        patch(model.graph if key in (contract.DECODER, contract.DECODER_ENGINE) else
               next(a.g for a in model.graph.node[0].attribute if a.name == "decoder"))
         onnx.save(model, str(path))
 
@@ -139,7 +142,7 @@ def test_user_prompts_and_settings_files(zoo, tmp_path, capsys):
                  "--prompts", str(prompts), "--settings", str(settings), "--json", str(out), "--draws", "200"])
     assert code == 0
     report = json.loads(out.read_text())
-    assert [c["batch"] for c in report["generation"]] == [0, 1]  # 3 prompts + 1 prompt (blank lines skipped)
+    assert [c["batch"] for c in report["generation"]] == [0, 0, 1, 1]  # 3 + 1 prompts, graph and engine
     assert report["generation"][0]["name"] == '{"max_new_tokens": 5, "num_beams": 2}'
 
 

@@ -12,9 +12,10 @@ from ortgen.cli import main
 def test_demo_runs_the_whole_path(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr()
-    assert "com.microsoft BeamSearch" in out.out
+    assert "com.microsoft BeamSearch" in out.out  # the package listing
     assert out.out.count("[0] Aspirin reduces the risk of") == 2
-    assert "ran generate_beam.onnx" in out.err and "ran generate_greedy.onnx" in out.err
+    # beam search with length_penalty 1 runs on the step engine, greedy in-graph
+    assert "ran decoder_engine.onnx (ortgen step engine)" in out.err and "ran generate_greedy.onnx" in out.err
     assert (tmp_path / "demo" / "package" / "ortgen.json").is_file()
 
 
@@ -25,7 +26,10 @@ def test_runtime_imports_neither_torch_nor_transformers(tmp_path):
         from ortgen import Generator
         generator = Generator.load({str(tmp_path / "demo" / "package")!r})
         result = generator.generate(["Aspirin is", "Statins"], num_beams=3, max_new_tokens=4)
+        assert result.backend_kind == "engine"
         generator.generate(["Aspirin is"], max_new_tokens=4, seed=1)
+        generator.generate(["Aspirin is"], max_new_tokens=4, num_beams=3, backend="graph")
+        assert "".join(generator.stream("Aspirin is", max_new_tokens=4))
         assert result.sequences[0][0].text is not None
         heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)
         assert not heavy, heavy

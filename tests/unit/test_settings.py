@@ -7,32 +7,49 @@ import pytest
 from ortgen.errors import GenerationSettingsError, PromptTooLongError
 from ortgen.runtime.settings import GenerationRequest, check_lengths, resolve_settings
 
-SAMPLING = {"temperature": 1.0, "top_p": 1.0}
-
 
 def resolve(defaults=None, **request):
-    return resolve_settings(GenerationRequest(**request), defaults or {}, SAMPLING)
+    return resolve_settings(GenerationRequest(**request), defaults or {}, [2])
 
 
 def test_defaults_are_greedy_with_32_new_tokens():
     s = resolve()
     assert (s.strategy, s.num_beams, s.max_new_tokens, s.min_new_tokens, s.num_return_sequences) == (
         "greedy", 1, 32, 0, 1)
+    assert s.eos_token_ids == [2] and s.backend == "auto"
 
 
 def test_package_defaults_apply():
-    s = resolve({"num_beams": 5, "max_new_tokens": 40, "length_penalty": 0.5, "repetition_penalty": 1.2})
-    assert (s.strategy, s.num_beams, s.max_new_tokens, s.length_penalty, s.repetition_penalty) == (
-        "beam", 5, 40, 0.5, 1.2)
+    s = resolve({"num_beams": 5, "max_new_tokens": 40, "length_penalty": 0.5, "repetition_penalty": 1.2,
+                 "no_repeat_ngram_size": 3})
+    assert (s.strategy, s.num_beams, s.max_new_tokens, s.length_penalty, s.repetition_penalty,
+            s.no_repeat_ngram_size) == ("beam", 5, 40, 0.5, 1.2, 3)
 
 
 def test_strategy_inference():
     assert resolve(num_beams=4).strategy == "beam"
     assert resolve(num_beams=1).strategy == "greedy"
     assert resolve(seed=3).strategy == "sample"
+    assert resolve(do_sample=True).strategy == "sample"
+    assert resolve(do_sample=True, num_beams=3).strategy == "beam_sample"
     assert resolve(strategy="beam").num_beams == 4  # beam without a count gets 4
     assert resolve(strategy="beam", num_beams=1).strategy == "greedy"  # as in transformers
     assert resolve({"do_sample": True}).strategy == "sample"
+
+
+def test_sampling_defaults_follow_transformers():
+    s = resolve(do_sample=True)
+    assert (s.top_k, s.top_p, s.temperature) == (50, 1.0, 1.0)
+    assert resolve({"top_k": 10}, do_sample=True).top_k == 10
+    assert resolve(do_sample=True, top_k=0).top_k == 0
+
+
+def test_lists_and_strings():
+    s = resolve(eos_token_id=[2, 7], bad_words_ids=[[5], [6, 7]], stop_strings="stop", early_stopping="never",
+                num_beams=2)
+    assert s.eos_token_ids == [2, 7] and s.bad_words_ids == [[5], [6, 7]] and s.stop_strings == ["stop"]
+    assert s.early_stopping == "never"
+    assert resolve(eos_token_id=9).eos_token_ids == [9]
 
 
 @pytest.mark.parametrize(
@@ -44,30 +61,32 @@ def test_strategy_inference():
         (dict(max_new_tokens=-5), "max_new_tokens must be >= 1"),
         (dict(min_new_tokens=-1), "min_new_tokens must be >= 0"),
         (dict(min_new_tokens=10, max_new_tokens=5), "must not exceed max_new_tokens"),
+        (dict(min_length=-3), "min_length must be >= 0"),
         (dict(num_beams=0), "num_beams must be >= 1"),
         (dict(num_beams=129), "num_beams must be <= 128"),
         (dict(repetition_penalty=0.0), "repetition_penalty must be > 0"),
         (dict(strategy="nucleus"), "strategy must be one of beam, greedy, sample"),
         (dict(strategy="beam", temperature=0.7), "apply to sampling only"),
-        (dict(num_beams=4, temperature=0.7), "beam sampling"),
-        (dict(strategy="sample", num_beams=3), "beam sampling"),
+        (dict(strategy="greedy", num_beams=3), "strategy='greedy' needs num_beams=1"),
         (dict(strategy="sample", top_p=0.0), "top_p must be in (0, 1]"),
         (dict(strategy="sample", top_p=1.5), "top_p must be in (0, 1]"),
         (dict(strategy="sample", temperature=0.0), "temperature must be > 0"),
-        (dict(strategy="sample", temperature=0.7), "re-export with `ortgen export --temperature 0.7 --top-p 1`"),
+        (dict(do_sample=True, top_k=-1), "top_k must be >= 0"),
         (dict(max_new_tokens=2.5), "max_new_tokens must be an integer"),
         (dict(seed=-1), "seed must be >= 0"),
+        (dict(num_beams=2, early_stopping="sometimes"), "early_stopping must be True, False or 'never'"),
+        (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be >= 0"),
+        (dict(bad_words_ids=[[]]), "bad_words_ids must be a non-empty list"),
+        (dict(bad_words_ids=[5]), "bad_words_ids must be a non-empty list"),
+        (dict(eos_token_id=[]), "eos_token_id must be a token id"),
+        (dict(stop_strings=[""]), "stop_strings must be non-empty strings"),
+        (dict(backend="gpu"), "backend must be one of auto, graph, engine"),
     ],
 )
 def test_invalid_settings_are_explained(request_, message):
     with pytest.raises(GenerationSettingsError) as info:
         resolve(**request_)
     assert message in str(info.value)
-
-
-def test_sampling_needs_a_sampling_graph():
-    with pytest.raises(GenerationSettingsError, match="no sampling graph"):
-        resolve_settings(GenerationRequest(strategy="sample"), {}, None)
 
 
 def test_prompt_plus_new_tokens_must_fit_positions():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -14,8 +15,20 @@ from ortgen.errors import OrtgenError
 if TYPE_CHECKING:
     from ortgen.runtime.generator import GenerationResult
 
-OPTIONS = ("strategy", "num_beams", "max_new_tokens", "min_new_tokens", "num_return_sequences", "length_penalty",
-           "repetition_penalty", "early_stopping", "temperature", "top_p", "seed")
+OPTIONS = ("strategy", "do_sample", "num_beams", "max_new_tokens", "min_new_tokens", "min_length",
+           "num_return_sequences", "length_penalty", "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids",
+           "eos_token_id", "stop_strings", "early_stopping", "temperature", "top_k", "top_p", "seed", "backend")
+
+
+def _early_stopping(text: str) -> bool | str:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    if lowered == "never":
+        return "never"
+    raise argparse.ArgumentTypeError(f"expected true, false or never, got {text!r}")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,10 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="generate text with a package",
         description=(
-            "Generate continuations for one or more prompts (a left-padded batch) with the package's in-graph "
-            "generation models. The strategy follows transformers: num_beams > 1 is beam search, "
-            "temperature/top_p/seed or --strategy sample is sampling, otherwise greedy search. "
-            "Prints which graph ran."
+            "Generate continuations for one or more prompts (a batch). Options follow transformers' generate(): "
+            "num_beams > 1 is beam search, --do-sample (or any of temperature/top-k/top-p/seed) samples, both is "
+            "beam sampling, otherwise greedy search. The in-graph ONNX Runtime operators run whenever their "
+            "semantics equal transformers' for the settings, ortgen's step engine otherwise (--backend forces one). "
+            "Prints which graph ran and why."
         ),
         epilog='example: ortgen generate pkg "Aspirin is" "Metformin is" --num-beams 4 --num-return-sequences 2',
     )
@@ -37,17 +51,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--question", help="QA fine-tunes (e.g. BioGPT PubMedQA): the question; prints the parsed answer")
     p.add_argument("--context", action="append", help="with --question: a context passage (repeatable)")
     p.add_argument("--strategy", choices=["beam", "greedy", "sample"], help="default: inferred from the options")
+    p.add_argument("--do-sample", action="store_true", default=None, help="sample (with --num-beams > 1: beam sampling)")
     p.add_argument("--num-beams", type=positive_int)
     p.add_argument("--max-new-tokens", type=positive_int, help="default: the package's, else 32")
     p.add_argument("--min-new-tokens", type=int, help="EOS is suppressed until this many tokens are generated")
+    p.add_argument("--min-length", type=int, help="EOS is suppressed until the sequence (prompt included) is this long")
     p.add_argument("--num-return-sequences", type=positive_int)
     p.add_argument("--length-penalty", type=float, help="beam search: score = logprob / length ** penalty")
     p.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeating tokens (1.0: off)")
-    p.add_argument("--early-stopping", action="store_true", default=None,
-                   help="beam search: stop a prompt once num_beams hypotheses have finished")
-    p.add_argument("--temperature", type=float, help="sampling (fixed at export)")
-    p.add_argument("--top-p", type=float, help="sampling (fixed at export)")
+    p.add_argument("--early-stopping", type=_early_stopping, metavar="{true,false,never}",
+                   help="beam search: true stops once num_beams hypotheses finished; never searches on (engine)")
+    p.add_argument("--no-repeat-ngram-size", type=int, help="ban repeating any n-gram of this size")
+    p.add_argument("--bad-words-ids", type=token_ids, action="append", metavar="IDS",
+                   help="a token sequence never to generate, comma-separated ids (repeatable)")
+    p.add_argument("--eos-token-id", type=token_ids, metavar="IDS", help="EOS id(s), comma-separated (default: model's)")
+    p.add_argument("--stop", dest="stop_strings", action="append", metavar="TEXT",
+                   help="stop a sequence when it produces TEXT (repeatable)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (> 0)")
+    p.add_argument("--top-k", type=int, help="sampling: keep the k most likely tokens (transformers' default 50; 0: off)")
+    p.add_argument("--top-p", type=float, help="sampling: nucleus filtering, in (0, 1]")
     p.add_argument("--seed", type=int, help="sampling seed (reproducible)")
+    p.add_argument("--backend", choices=["auto", "graph", "engine"],
+                   help="auto (default): in-graph operators where they match transformers, step engine otherwise")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated (one prompt; step engine)")
     p.add_argument("--provider", default="cpu", help="execution provider: cpu or cuda (default cpu)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
@@ -67,13 +93,15 @@ def print_result(result: GenerationResult, prompts: Sequence[str] | None) -> Non
             print(f"{label} {text}   ({', '.join(tags)})")
     s = result.settings
     print(f"ran {result.backend}: strategy={s.strategy} num_beams={s.num_beams} max_new_tokens={s.max_new_tokens} "
-          f"in {result.seconds:.2f}s", file=sys.stderr)
+          f"in {result.seconds:.2f}s ({result.reason})", file=sys.stderr)
 
 
 def result_json(result: GenerationResult, prompts: Sequence[str] | None) -> str:
     return json.dumps({
         "graph": result.graph_file,
         "operator": result.operator,
+        "backend": result.backend_kind,
+        "reason": result.reason,
         "seconds": result.seconds,
         "settings": result.settings.as_dict(),
         "results": [
@@ -86,7 +114,10 @@ def result_json(result: GenerationResult, prompts: Sequence[str] | None) -> str:
 
 
 def _options(args: argparse.Namespace) -> dict:
-    return {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    options = {name: getattr(args, name) for name in OPTIONS if getattr(args, name, None) is not None}
+    if isinstance(options.get("eos_token_id"), list) and len(options["eos_token_id"]) == 1:
+        options["eos_token_id"] = options["eos_token_id"][0]
+    return options
 
 
 def _run_question(args: argparse.Namespace) -> int:
@@ -99,11 +130,29 @@ def _run_question(args: argparse.Namespace) -> int:
     generator = Generator.load(args.package, providers=args.provider)
     answer = generator.answer(args.question, args.context, **_options(args))
     if args.json:
-        print(json.dumps({"answer": answer.answer, "text": answer.text, "graph": answer.result.graph_file}, indent=2))
+        print(json.dumps({"answer": answer.answer, "text": answer.text, "graph": answer.result.graph_file},
+                         indent=2))
     else:
         print(f"answer: {answer.answer if answer.answer is not None else '(none parsed)'}")
         print(f"generated: {answer.text}")
         print(f"ran {answer.result.backend} in {answer.result.seconds:.2f}s", file=sys.stderr)
+    return 0
+
+
+def _run_stream(generator, args: argparse.Namespace, options: dict) -> int:
+    if args.json:
+        raise OrtgenError("--stream prints text as it comes; it does not combine with --json")
+    prompts = args.prompts or []
+    if len(prompts) + len(args.input_ids or []) != 1:
+        raise OrtgenError("--stream takes exactly one prompt")
+    started = time.perf_counter()
+    chunks = generator.stream(prompts[0] if prompts else None,
+                              input_ids=args.input_ids[0] if args.input_ids else None, **options)
+    for chunk in chunks:
+        print(chunk, end="", flush=True)
+    print()
+    print(f"streamed from {generator.manifest.graphs['decoder_engine'].file} (ortgen step engine) in "
+          f"{time.perf_counter() - started:.2f}s", file=sys.stderr)
     return 0
 
 
@@ -118,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         raise OrtgenError(f"--min-new-tokens must be >= 0, got {args.min_new_tokens}")
     generator = Generator.load(args.package, providers=args.provider)
     options = _options(args)
+    if args.stream:
+        return _run_stream(generator, args, options)
     if args.prompts:
         result = generator.generate(args.prompts, **options)
     else:

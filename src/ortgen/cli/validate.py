@@ -36,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="OUT", type=Path, help="write the full report as JSON")
     p.add_argument("--fast", action="store_true", help="decoder and one batch with greedy and beam search only")
     p.add_argument("--draws", type=positive_int, default=1000, help="samples for the frequency test (default 1000)")
+    p.add_argument("--backend", choices=["both", "graph", "engine"], default="both",
+                   help="validate the in-graph operators, the step engine, or both (default)")
     p.set_defaults(run=run)
 
 
@@ -46,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
     prompts = load_prompts(args.prompts) if args.prompts else None
     settings = load_settings(args.settings) if args.settings else None
+    backends = ("graph", "engine") if args.backend == "both" else (args.backend,)
     report = validate_package(args.package, args.reference, prompts=prompts, settings=settings, fast=args.fast,
-                              draws=args.draws)
+                              draws=args.draws, backends=backends)
     print(render(report))
     if args.json:
         args.json.write_text(report.to_json(), encoding="utf-8")

@@ -104,43 +104,54 @@ def _declare_io(g: GraphBuilder, dims: ModelDims, logits: LogitsMode) -> None:
         g.output(contract.present_name(i), TensorProto.FLOAT, present_shape)
 
 
-def _embeddings(g: GraphBuilder, dims: ModelDims) -> tuple[str, str]:
-    """Token and position embeddings of the new tokens, each (B, S, hidden).
-
-    Positions come from the attention mask, as transformers' generate() computes them:
-    ``(cumsum(mask) - 1) * mask``, the last S columns, plus the table offset. The
-    ``position_ids`` input is part of the contract but not read: ONNX Runtime's
-    generation ops derive it from pad tokens, which is wrong when a prompt contains the
-    pad id (GPT-2's pad is its eos).
-
-        input_ids ─► Gather(embed_tokens) ─► ×scale ─► [project_in] ─────────► tokens
-        attention_mask ─► CumSum ─► −1 ─► ×mask ─► last S ─► +offset ─► Gather ─► positions
-    """
+def token_embeddings(g: GraphBuilder, dims: ModelDims) -> str:
+    """(B, S, hidden): ``input_ids ─► Gather(embed_tokens) ─► ×scale ─► [project_in]``."""
     tokens = g.op("Gather", ["embed_tokens.weight", contract.INPUT_IDS], name="/model/embed_tokens/Gather")
     if dims.embed_scale != 1.0:
         tokens = g.op("Mul", [tokens, g.constant(dims.embed_scale, np.float32)], name="/model/embed_tokens/Scale")
     if dims.has_projection:
         tokens = g.op("MatMul", [tokens, "project_in.weight"], name="/model/project_in/MatMul")
+    return tokens
 
+
+def positions_from_mask(g: GraphBuilder) -> str:
+    """(B, S) positions of the new tokens, as transformers' generate() computes them.
+
+    ``(cumsum(mask) - 1) * mask``, last S columns. The ``position_ids`` input is part of
+    the contract but not read: ONNX Runtime's generation ops derive it from pad tokens,
+    which is wrong when a prompt contains the pad id (GPT-2's pad is its eos).
+
+        attention_mask ─► CumSum ─► −1 ─► ×mask ─► last S columns
+    """
     mask = contract.ATTENTION_MASK
     cumsum = g.op("CumSum", [mask, g.constant(1, np.int32)], name="/model/positions/CumSum")
     minus_one = g.op("Sub", [cumsum, g.constant(1, np.int32)], name="/model/positions/Sub")
     positions = g.op("Mul", [minus_one, mask], name="/model/positions/MaskPads")  # (B, T); pads -> 0
     new_len = g.op("Shape", [contract.INPUT_IDS], name="/model/positions/SeqLen", start=1, end=2)
     start = g.op("Neg", [new_len], name="/model/positions/Start")
-    positions = g.op(
+    return g.op(
         "Slice",
         [positions, start, g.constant([_INT64_MAX]), g.constant([1])],
         name="/model/positions/LastS",
-    )  # (B, S)
+    )
+
+
+def position_embeddings(g: GraphBuilder, dims: ModelDims, positions: str) -> str:
+    """(B, S, hidden): ``positions ─► +offset ─► Gather(embed_positions)``."""
     if dims.position_offset:
         positions = g.op("Add", [positions, g.constant(dims.position_offset, np.int32)], name="/model/positions/Offset")
-    position_embeds = g.op("Gather", ["embed_positions.weight", positions], name="/model/embed_positions/Gather")
-    return tokens, position_embeds
+    return g.op("Gather", ["embed_positions.weight", positions], name="/model/embed_positions/Gather")
+
+
+AttentionFn = Callable[[GraphBuilder, ModelDims, int, str], str]
 
 
 def _attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
-    """Self-attention with KV cache: (B, S, hidden) -> (B, S, hidden), writes present_{layer}."""
+    """Self-attention with KV cache: (B, S, hidden) -> (B, S, hidden), writes present_{layer}.
+
+    com.microsoft Attention: fused q/k/v projection, causal over past + new tokens, the
+    2-D attention mask, and ``present = concat(past, new)`` in the contract's layout.
+    """
     p = f"/model/layers.{layer}/attn"
     context = g.node(
         "Attention",
@@ -187,7 +198,8 @@ def _skip_norm(
     return normed, total
 
 
-def _pre_ln_layers(g: GraphBuilder, dims: ModelDims, tokens: str, positions: str) -> str:
+def pre_ln_layers(g: GraphBuilder, dims: ModelDims, tokens: str, positions: str,
+                  attention: AttentionFn = _attention) -> str:
     """Pre-LN stack (BioGPT, GPT-2, most OPT); returns the final hidden state.
 
         h ─┬─► LN ─► Attention ─► out ─► (+h) ─┬─► LN ─► fc_in ─► act ─► fc_out ─► (+) ─► next layer
@@ -198,7 +210,7 @@ def _pre_ln_layers(g: GraphBuilder, dims: ModelDims, tokens: str, positions: str
                       "layers.0.attn_norm", None)
     last = dims.num_layers - 1
     for i in range(dims.num_layers):
-        attn = _attention(g, dims, i, x)
+        attn = attention(g, dims, i, x)
         x, h = _skip_norm(g, dims, f"/model/layers.{i}/mlp_norm/SkipLayerNorm", attn, h,
                           f"layers.{i}.mlp_norm", f"layers.{i}.attn.out.bias")
         mlp = _mlp(g, dims, i, x)
@@ -214,17 +226,31 @@ def _pre_ln_layers(g: GraphBuilder, dims: ModelDims, tokens: str, positions: str
     return x
 
 
-def _post_ln_layers(g: GraphBuilder, dims: ModelDims, tokens: str, positions: str) -> str:
+def post_ln_layers(g: GraphBuilder, dims: ModelDims, tokens: str, positions: str,
+                   attention: AttentionFn = _attention) -> str:
     """Post-LN stack (OPT-350m): ``h = LN(h + attn(h)); h = LN(h + mlp(h))``."""
     h = g.op("Add", [tokens, positions], name="/model/embeddings/Add")
     for i in range(dims.num_layers):
-        attn = _attention(g, dims, i, h)
+        attn = attention(g, dims, i, h)
         h, _ = _skip_norm(g, dims, f"/model/layers.{i}/attn_norm/SkipLayerNorm", attn, h,
                           f"layers.{i}.attn_norm", f"layers.{i}.attn.out.bias")
         mlp = _mlp(g, dims, i, h)
         h, _ = _skip_norm(g, dims, f"/model/layers.{i}/mlp_norm/SkipLayerNorm", mlp, h,
                           f"layers.{i}.mlp_norm", f"layers.{i}.mlp.fc_out.bias")
     return h
+
+
+def lm_head(g: GraphBuilder, dims: ModelDims, hidden: str, initializers: dict[str, TensorProto]) -> None:
+    """``hidden ─► [project_out] ─► FusedMatMul(embed_tokens or lm_head, transB=1) ─► logits``."""
+    if dims.has_projection:
+        hidden = g.op("MatMul", [hidden, "project_out.weight"], name="/model/project_out/MatMul")
+    head = "lm_head.weight" if "lm_head.weight" in initializers else "embed_tokens.weight"
+    g.node("FusedMatMul", [hidden, head], name="/model/lm_head/FusedMatMul", outputs=[contract.LOGITS],
+           domain=MS_DOMAIN, transB=1)
+
+
+def layer_stack(dims: ModelDims):
+    return pre_ln_layers if dims.norm_position == "pre" else post_ln_layers
 
 
 def build_decoder_graph(
@@ -243,17 +269,13 @@ def build_decoder_graph(
     g = GraphBuilder(name)
     g.initializers.extend(initializers.values())
     _declare_io(g, dims, logits)
-    tokens, positions = _embeddings(g, dims)
-    layers = _pre_ln_layers if dims.norm_position == "pre" else _post_ln_layers
-    hidden = layers(g, dims, tokens, positions)
+    tokens = token_embeddings(g, dims)
+    positions = position_embeddings(g, dims, positions_from_mask(g))
+    hidden = layer_stack(dims)(g, dims, tokens, positions)
     if logits == "last":
         hidden = g.op(
             "Slice", [hidden, g.constant([-1]), g.constant([_INT64_MAX]), g.constant([1])],
             name="/model/last_token/Slice",
         )
-    if dims.has_projection:
-        hidden = g.op("MatMul", [hidden, "project_out.weight"], name="/model/project_out/MatMul")
-    head = "lm_head.weight" if "lm_head.weight" in initializers else "embed_tokens.weight"
-    g.node("FusedMatMul", [hidden, head], name="/model/lm_head/FusedMatMul", outputs=[contract.LOGITS],
-           domain=MS_DOMAIN, transB=1)
+    lm_head(g, dims, hidden, initializers)
     return g.build()

@@ -8,6 +8,7 @@ Ctrl-C) never leaves a half-written package behind.
       ortgen.json            manifest: architecture, graphs and I/O, checksums, defaults
       weights.bin            every weight, once
       decoder.onnx           one decoding step with KV cache (all logits)
+      decoder_engine.onnx    the step engine's decoder (in-place KV cache, last-token logits)
       generate_beam.onnx     BeamSearch                       ┐
       generate_beam_early_stopping.onnx   (early_stopping=1)  │ the decoder inside ONNX Runtime's
       generate_greedy.onnx   GreedySearch                     ├ generation ops (last-token logits),
@@ -33,6 +34,7 @@ from ortgen.arch import ModelDims
 from ortgen.errors import ModelSourceError, PackageError
 from ortgen.export.checkpoint import Checkpoint, open_checkpoint
 from ortgen.export.decoder import build_decoder_graph, write_decoder_weights
+from ortgen.export.engine_graph import build_engine_graph
 from ortgen.export.generation import (
     SamplingOptions,
     SpecialTokens,
@@ -188,6 +190,7 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         graphs[key] = _graph_info(model, name, operator, logits, **attributes)
 
     save(contract.DECODER, make_model(build_decoder_graph(dims, initializers, logits="all")), None, "all")
+    save(contract.DECODER_ENGINE, make_model(build_engine_graph(dims, initializers)), None, "last")
     last_only = build_decoder_graph(dims, initializers, logits="last")
     save(contract.BEAM, build_beam_search(dims, last_only, tokens), "BeamSearch", "last", early_stopping=False)
     save(contract.BEAM_EARLY_STOPPING, build_beam_search(dims, last_only, tokens, early_stopping=True),

@@ -1,116 +1,44 @@
 """The Python API: ``Generator.load(package).generate(prompts, ...)``.
 
-Reads the package's manifest, tokenizes and left-pads a batch of prompts, runs the
-in-graph generation model that matches the requested strategy (BeamSearch,
-GreedySearch or Sampling) and turns its output back into text. Needs neither torch nor
-transformers.
+Reads the package's manifest, tokenizes a batch of prompts (applying the package's prompt
+format, if any), checks the settings, picks the backend and turns its output back into
+text. Two backends (:mod:`ortgen.runtime.backend`):
 
-    prompts ─► tokenizer ─► left-pad (B, S) + attention_mask ─► generate_<strategy>.onnx
-            ◄─ decode ◄─ strip prompt / pad, EOS bookkeeping ◄─ sequences (B, R, max_length)
+- the in-graph operators (com.microsoft BeamSearch / GreedySearch / Sampling), used
+  whenever their semantics equal transformers' for the requested settings;
+- the step engine (:mod:`ortgen.runtime.engine`), ortgen's own loop over
+  ``decoder_engine.onnx``, for everything else (and for streaming).
+
+Needs neither torch nor transformers.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Any, Iterator, Sequence
 
 from ortgen import contract
 from ortgen.errors import GenerationSettingsError, OrtgenError, PackageError
 from ortgen.manifest import Manifest
+from ortgen.runtime.backend import ENGINE, GRAPH, choose_backend
+from ortgen.runtime.graph_runner import OPERATORS, GraphRunner, graph_key, left_pad
 from ortgen.runtime.prompt_format import PromptFormat
+from ortgen.runtime.results import Answer, GeneratedSequence, GenerationResult
+from ortgen.runtime.search import Hypothesis, StepEvent
 from ortgen.runtime.sessions import create_session, resolve_providers
 from ortgen.runtime.settings import GenerationRequest, GenerationSettings, check_lengths, resolve_settings
 from ortgen.runtime.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-_OPERATORS = {contract.BEAM: "BeamSearch", contract.GREEDY: "GreedySearch", contract.SAMPLE: "Sampling"}
-
-
-@dataclass(frozen=True)
-class GeneratedSequence:
-    """One returned sequence: the new tokens only (the prompt and EOS are not included)."""
-
-    token_ids: list[int]
-    text: str | None
-    finished: bool  # True when the model ended it with EOS before max_new_tokens
-    score: float | None = None  # beam search: sum of log-probs / generated_length ** length_penalty
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A QA fine-tune's answer: the parsed label (yes / no / maybe, None if unparseable) and the text."""
-
-    answer: str | None
-    text: str
-    result: "GenerationResult"
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    """Outputs of one generate() call, one list of sequences per prompt."""
-
-    sequences: list[list[GeneratedSequence]]
-    prompt_ids: list[list[int]]
-    settings: GenerationSettings
-    graph_file: str  # which generation model ran
-    operator: str  # com.microsoft operator inside it
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def texts(self) -> list[list[str]]:
-        return [[s.text or "" for s in group] for group in self.sequences]
-
-    @property
-    def backend(self) -> str:
-        return f"{self.graph_file} (com.microsoft {self.operator})"
-
-
-def left_pad(batch: Sequence[Sequence[int]], pad_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Left-pad token lists into ``input_ids`` and ``attention_mask`` (int32, B x S).
-
-    With ``pad_id=None`` each row is padded with its own first token. Padded positions
-    are masked out and positions come from the mask, so the filler's value only matters
-    to ONNX Runtime's repetition penalty, which penalises every id in the row, padding
-    included; transformers (5.x) skips the padding. A row's own first token is penalised
-    anyway, so padding with it makes the two agree.
-    """
-    if not batch or any(len(ids) == 0 for ids in batch):
-        raise GenerationSettingsError("every prompt must have at least one token")
-    width = max(len(ids) for ids in batch)
-    input_ids = np.zeros((len(batch), width), dtype=np.int32)
-    mask = np.zeros((len(batch), width), dtype=np.int32)
-    for row, ids in enumerate(batch):
-        input_ids[row, : width - len(ids)] = ids[0] if pad_id is None else pad_id
-        input_ids[row, width - len(ids):] = ids
-        mask[row, width - len(ids):] = 1
-    return input_ids, mask
-
-
-def _hf_beam_score(ort_score: float, prompt_len: int, generated: int, finished: bool, length_penalty: float) -> float:
-    """Convert ONNX Runtime's beam score to transformers' convention.
-
-    ONNX Runtime divides a hypothesis' log-probability sum by (prompt + generated)^lp,
-    counting neither EOS nor the prompt separately; transformers divides by the number
-    of generated tokens, EOS included.
-    """
-    ort_len = prompt_len + generated
-    hf_len = generated + (1 if finished else 0)
-    if length_penalty == 0 or hf_len == 0:
-        return ort_score
-    return ort_score * (ort_len ** length_penalty) / (hf_len ** length_penalty)
+__all__ = ["Generator", "GenerationResult", "GeneratedSequence", "Answer", "left_pad"]
 
 
 class Generator:
-    """A loaded package. Sessions are created on first use of each generation model."""
+    """A loaded package. Sessions are created on first use of each graph."""
 
     def __init__(
         self,
@@ -129,6 +57,7 @@ class Generator:
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, Any] = OrderedDict()
         self.prompt_format = PromptFormat.from_dict(manifest.prompt_format) if manifest.prompt_format else None
+        self._engine = None
 
     @classmethod
     def load(
@@ -156,7 +85,7 @@ class Generator:
     # -- sessions -----------------------------------------------------------------------
 
     def session(self, graph: str):
-        """The ONNX Runtime session of ``graph`` ("decoder", "beam", "greedy", "sample", ...)."""
+        """The ONNX Runtime session of ``graph`` ("decoder", "decoder_engine", "beam", ...)."""
         if graph in self._sessions:
             self._sessions.move_to_end(graph)
             return self._sessions[graph]
@@ -166,6 +95,8 @@ class Generator:
         if self.max_sessions is not None:
             while len(self._sessions) >= max(self.max_sessions, 1):
                 released, _ = self._sessions.popitem(last=False)
+                if released == contract.DECODER_ENGINE:
+                    self._engine = None
                 log.debug("released %s", released)
         started = time.perf_counter()
         self._sessions[graph] = create_session(self.package_dir / info.file, self.providers, self.threads)
@@ -174,16 +105,25 @@ class Generator:
 
     def release(self, graph: str | None = None) -> None:
         """Drop one loaded graph (or all) to free its memory."""
+        if graph is None or graph == contract.DECODER_ENGINE:
+            self._engine = None
         if graph is None:
             self._sessions.clear()
         else:
             self._sessions.pop(graph, None)
 
-    def graph_for(self, settings: GenerationSettings) -> str:
-        """Which graph of the package runs ``settings``."""
-        return self._graph_key(settings)
+    @property
+    def engine(self):
+        """The step engine (loads ``decoder_engine.onnx`` on first use)."""
+        from ortgen.runtime.engine import StepEngine
 
-    # -- generation ---------------------------------------------------------------------
+        if self._engine is None or contract.DECODER_ENGINE not in self._sessions:
+            self._engine = StepEngine(self.session(contract.DECODER_ENGINE), self.manifest, self.tokenizer)
+        else:
+            self._sessions.move_to_end(contract.DECODER_ENGINE)
+        return self._engine
+
+    # -- settings and backend -------------------------------------------------------------
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids for text prompts, with the package's prompt format applied (if it has one)."""
@@ -195,25 +135,40 @@ class Generator:
         prefix_len = len(self.manifest.tokenizer.prefix_ids) if self.manifest.tokenizer else 0
         return [fmt.build_ids(self.tokenizer.encode(fmt.source_text(p)), prefix_len) for p in prompts]
 
-    def answer(self, question: str, contexts: str | Sequence[str], **options: Any) -> "Answer":
-        """Ask a question about contexts with a QA fine-tune's prompt format; parse its answer."""
-        fmt = self.prompt_format
-        if fmt is None or not fmt.answers_questions:
-            raise OrtgenError("this package has no question-answering prompt format (e.g. a PubMedQA fine-tune)")
-        result = self.generate([fmt.question_text(question, contexts)], **options)
-        best = result.sequences[0][0]
-        return Answer(fmt.parse_answer(best.text or ""), best.text or "", result)
-
     def settings_for(self, **request: Any) -> GenerationSettings:
         """Resolve generation options against the package's defaults (no generation runs)."""
         unknown = set(request) - set(GenerationRequest.__dataclass_fields__)
         if unknown:
             allowed = ", ".join(GenerationRequest.__dataclass_fields__)
             raise GenerationSettingsError(f"unknown generation option(s) {', '.join(sorted(unknown))}; allowed: {allowed}")
-        sample = self.manifest.graphs.get(contract.SAMPLE)
-        return resolve_settings(
-            GenerationRequest(**request), self.manifest.generation_defaults, sample.attributes if sample else None
-        )
+        return resolve_settings(GenerationRequest(**request), self.manifest.generation_defaults,
+                                [self.manifest.special_tokens.eos_token_id])
+
+    def plan(self, settings: GenerationSettings) -> tuple[str, str]:
+        """(backend, why): "graph" or "engine" for these settings."""
+        return choose_backend(settings, self.manifest.graphs, self.manifest.special_tokens.eos_token_id)
+
+    def graph_for(self, settings: GenerationSettings) -> str:
+        """Which graph of the package runs ``settings``."""
+        backend, _ = self.plan(settings)
+        return contract.DECODER_ENGINE if backend == ENGINE else graph_key(settings)
+
+    def _batch(self, prompts: str | Sequence[str] | None, input_ids: Sequence[Sequence[int]] | None) -> list[list[int]]:
+        if (prompts is None) == (input_ids is None):
+            raise GenerationSettingsError("pass either prompts or input_ids")
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        batch = self.encode(prompts) if prompts is not None else [list(map(int, ids)) for ids in input_ids or []]
+        if not batch or any(len(ids) == 0 for ids in batch):
+            raise GenerationSettingsError("every prompt must have at least one token")
+        vocab = self.manifest.architecture.vocab_size
+        for ids in batch:
+            bad = [i for i in ids if not 0 <= i < vocab]
+            if bad:
+                raise GenerationSettingsError(f"token id {bad[0]} is outside the vocabulary [0, {vocab})")
+        return batch
+
+    # -- generation ---------------------------------------------------------------------
 
     def generate(
         self,
@@ -224,114 +179,84 @@ class Generator:
     ) -> GenerationResult:
         """Generate for a batch of prompts (text, or token ids with ``input_ids=``).
 
-        Options (transformers' names): strategy ("beam", "greedy", "sample"), num_beams,
-        max_new_tokens, min_new_tokens, num_return_sequences, length_penalty,
-        repetition_penalty, early_stopping (beam search), temperature, top_p, seed.
+        Options use transformers' names: num_beams, do_sample (or strategy="beam" /
+        "greedy" / "sample"), max_new_tokens, min_new_tokens, min_length,
+        num_return_sequences, length_penalty, repetition_penalty, no_repeat_ngram_size,
+        bad_words_ids, eos_token_id, stop_strings, early_stopping, temperature, top_k, top_p,
+        seed; and backend ("auto", "graph", "engine").
         """
-        if (prompts is None) == (input_ids is None):
-            raise GenerationSettingsError("pass either prompts or input_ids")
-        if isinstance(prompts, str):
-            prompts = [prompts]
         settings = self.settings_for(**options)
-        batch = self.encode(prompts) if prompts is not None else [list(map(int, ids)) for ids in input_ids or []]
-        vocab = self.manifest.architecture.vocab_size
-        for ids in batch:
-            bad = [i for i in ids if not 0 <= i < vocab]
-            if bad:
-                raise GenerationSettingsError(f"token id {bad[0]} is outside the vocabulary [0, {vocab})")
-        ids, mask = left_pad(batch)
-        check_lengths(settings, ids.shape[1], self.manifest.architecture.max_positions)
-
+        batch = self._batch(prompts, input_ids)
+        check_lengths(settings, max(len(ids) for ids in batch), self.manifest.architecture.max_positions)
+        backend, reason = self.plan(settings)
         started = time.perf_counter()
-        if settings.strategy == contract.SAMPLE:
-            sequences, extra = self._run_sampling(ids, mask, settings)
-        elif settings.strategy == contract.BEAM:
-            sequences, extra = self._run_beam(ids, mask, settings)
+        if backend == GRAPH:
+            key = graph_key(settings)
+            runner = GraphRunner(self.session, self.manifest.special_tokens.eos_token_id, self._decode)
+            sequences, extra = runner.run(batch, settings)
+            graph_file, operator = self.manifest.graphs[key].file, OPERATORS[key]
         else:
-            sequences, extra = self._run_greedy(ids, mask, settings)
+            sequences = self._from_hypotheses(self.engine.generate(batch, settings), settings)
+            extra = {}
+            graph_file, operator = self.manifest.graphs[contract.DECODER_ENGINE].file, "step engine"
         seconds = time.perf_counter() - started
-        info = self.manifest.graphs[self._graph_key(settings)]
-        log.debug("%s ran in %.2fs", info.file, seconds)
-        return GenerationResult(
-            sequences=sequences,
-            prompt_ids=batch,
-            settings=settings,
-            graph_file=info.file,
-            operator=_OPERATORS[settings.strategy],
-            seconds=seconds,
-            extra=extra,
-        )
+        log.debug("%s ran in %.2fs (%s)", graph_file, seconds, reason)
+        return GenerationResult(sequences, batch, settings, graph_file, operator, seconds, backend, reason, extra)
 
-    @staticmethod
-    def _graph_key(settings: GenerationSettings) -> str:
-        if settings.strategy == contract.BEAM and settings.early_stopping:
-            return contract.BEAM_EARLY_STOPPING
-        return settings.strategy
+    def stream(self, prompt: str | None = None, *, input_ids: Sequence[int] | None = None,
+               **options: Any) -> Iterator[str]:
+        """Text as it is generated, for one prompt (step engine). Greedy search and sampling
+        yield new text every step; beam search yields the best hypothesis once it is chosen."""
+        settings = self.settings_for(**{**options, "backend": "engine"})
+        if settings.num_return_sequences > 1:
+            raise GenerationSettingsError("streaming returns one sequence; num_return_sequences must be 1")
+        batch = self._batch(None if prompt is None else [prompt], None if input_ids is None else [input_ids])
+        check_lengths(settings, len(batch[0]), self.manifest.architecture.max_positions)
+        self.plan(settings)  # raises if the engine is unavailable
+        if settings.num_beams > 1:
+            best = self._from_hypotheses(self.engine.generate(batch, settings), settings)[0][0]
+            yield best.text or ""
+            return
+        tokens: list[int] = []
+        emitted = ""
+        eos = set(settings.eos_token_ids)
+        for event in self.engine.events(batch, settings):
+            if not isinstance(event, StepEvent):
+                break
+            tokens.extend(t for t in event.new_tokens[0] if t not in eos)
+            text = self._decode(tokens) or ""
+            cut = max(text.rfind(" "), 0) if not event.finished[0] else len(text)  # hold back a partial word
+            if text.startswith(emitted) and cut > len(emitted):
+                yield text[len(emitted):cut]
+                emitted = text[:cut]
+        final = self._decode(tokens) or ""
+        if final.startswith(emitted) and len(final) > len(emitted):
+            yield final[len(emitted):]
 
-    def _feeds(self, ids: np.ndarray, mask: np.ndarray, s: GenerationSettings) -> dict[str, np.ndarray]:
-        width = ids.shape[1]
-        return {
-            contract.INPUT_IDS: ids,
-            contract.MAX_LENGTH: np.array([width + s.max_new_tokens], dtype=np.int32),
-            contract.MIN_LENGTH: np.array([width + s.min_new_tokens if s.min_new_tokens else 0], dtype=np.int32),
-            contract.REPETITION_PENALTY: np.array([s.repetition_penalty], dtype=np.float32),
-            contract.ATTENTION_MASK: mask,
-        }
+    def answer(self, question: str, contexts: str | Sequence[str], **options: Any) -> Answer:
+        """Ask a question about contexts with a QA fine-tune's prompt format; parse its answer."""
+        fmt = self.prompt_format
+        if fmt is None or not fmt.answers_questions:
+            raise OrtgenError("this package has no question-answering prompt format (e.g. a PubMedQA fine-tune)")
+        result = self.generate([fmt.question_text(question, contexts)], **options)
+        best = result.sequences[0][0]
+        return Answer(fmt.parse_answer(best.text or ""), best.text or "", result)
 
-    def _sequence(self, row: np.ndarray, prompt_width: int) -> tuple[list[int], bool]:
-        """New tokens of one output row, up to the first EOS, and whether EOS ended it.
-
-        The generation graphs write EOS after a finished sequence (their fill token), and
-        GreedySearch / Sampling leave the tail uninitialised once all rows have finished:
-        everything after the first EOS is discarded.
-        """
-        eos = self.manifest.special_tokens.eos_token_id
-        new = [int(t) for t in row[prompt_width:]]
-        if eos in new:
-            return new[: new.index(eos)], True
-        return new, False
+    # -- helpers ------------------------------------------------------------------------
 
     def _decode(self, tokens: list[int]) -> str | None:
         return self.tokenizer.decode(tokens) if self.tokenizer is not None else None
 
-    def _run_greedy(self, ids, mask, s):
-        out = self.session(contract.GREEDY).run([contract.SEQUENCES], self._feeds(ids, mask, s))[0]
-        result = []
-        for row in out:
-            tokens, finished = self._sequence(row, ids.shape[1])
-            result.append([GeneratedSequence(tokens, self._decode(tokens), finished)])
-        return result, {}
+    def _from_hypotheses(self, groups: list[list[Hypothesis]], settings: GenerationSettings
+                         ) -> list[list[GeneratedSequence]]:
+        eos = set(settings.eos_token_ids)
+        out = []
+        for group in groups:
+            sequences = []
+            for h in group:
+                tokens = h.tokens[:-1] if h.stop_reason == "eos" and h.tokens and h.tokens[-1] in eos else h.tokens
+                sequences.append(GeneratedSequence(tokens, self._decode(tokens), h.stop_reason != "length", h.score,
+                                                   h.stop_reason))
+            out.append(sequences)
+        return out
 
-    def _run_sampling(self, ids, mask, s):
-        n = s.num_return_sequences
-        seed = s.seed if s.seed is not None else secrets.randbelow(2**31 - 2)
-        feeds = self._feeds(np.repeat(ids, n, axis=0), np.repeat(mask, n, axis=0), s)
-        # ONNX Runtime treats seed 0 as "seed from the clock": shift by one so every seed is reproducible.
-        feeds[contract.SEED] = np.array([seed + 1], dtype=np.int32)
-        out = self.session(contract.SAMPLE).run([contract.SEQUENCES], feeds)[0]
-        result = []
-        for b in range(ids.shape[0]):
-            group = []
-            for row in out[b * n:(b + 1) * n]:
-                tokens, finished = self._sequence(row, ids.shape[1])
-                group.append(GeneratedSequence(tokens, self._decode(tokens), finished))
-            result.append(group)
-        return result, {"seed": seed}
-
-    def _run_beam(self, ids, mask, s):
-        feeds = self._feeds(ids, mask, s)
-        feeds[contract.NUM_BEAMS] = np.array([s.num_beams], dtype=np.int32)
-        feeds[contract.NUM_RETURN_SEQUENCES] = np.array([s.num_return_sequences], dtype=np.int32)
-        feeds[contract.LENGTH_PENALTY] = np.array([s.length_penalty], dtype=np.float32)
-        session = self.session(self._graph_key(s))
-        out, scores = session.run([contract.SEQUENCES, contract.SEQUENCES_SCORES], feeds)
-        width = ids.shape[1]
-        result = []
-        for b in range(out.shape[0]):
-            group = []
-            for r in range(out.shape[1]):
-                tokens, finished = self._sequence(out[b, r], width)
-                score = _hf_beam_score(float(scores[b, r]), width, len(tokens), finished, s.length_penalty)
-                group.append(GeneratedSequence(tokens, self._decode(tokens), finished, score))
-            result.append(group)
-        return result, {"onnxruntime_scores": scores.tolist()}

@@ -68,6 +68,10 @@ class Tokenizer(Protocol):
 
     def token_to_id(self, token: str) -> int | None: ...
 
+    def encode_plain(self, text: str) -> list[int]:
+        """Ids of ``text`` without the model's prefix/suffix ids."""
+        ...
+
 
 class MosesBpeTokenizer:
     """BioGPT's tokenizer: Moses tokenization, then BPE over ``vocab.json`` / ``merges.txt``."""
@@ -123,14 +127,17 @@ class MosesBpeTokenizer:
         return ids
 
     def encode(self, text: str) -> list[int]:
-        ids: list[int] = list(self.info.prefix_ids)
+        return list(self.info.prefix_ids) + self.encode_plain(text) + list(self.info.suffix_ids)
+
+    def encode_plain(self, text: str) -> list[int]:
+        ids: list[int] = []
         chunks = self._special_split.split(text) if self._special_split else [text]
         for chunk in chunks:
             if chunk in self.special_tokens:
                 ids.append(self.vocab[chunk])
             elif chunk.strip():
                 ids.extend(self._encode_text(chunk))
-        return ids + list(self.info.suffix_ids)
+        return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         pieces: list[str] = []
@@ -156,8 +163,10 @@ class HfTokenizersTokenizer:
         self._tok = _Tokenizer.from_file(str(path))
 
     def encode(self, text: str) -> list[int]:
-        body = self._tok.encode(text, add_special_tokens=False).ids
-        return list(self.info.prefix_ids) + body + list(self.info.suffix_ids)
+        return list(self.info.prefix_ids) + self.encode_plain(text) + list(self.info.suffix_ids)
+
+    def encode_plain(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)

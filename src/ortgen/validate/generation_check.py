@@ -1,7 +1,8 @@
-"""Generation level: token ids from the package's graphs against transformers' generate().
+"""Generation level: token ids from the package against transformers' generate().
 
-Every (prompt batch x settings) case runs through the ortgen Generator and through
-transformers on the same left-padded batch. A sequence matches when its tokens and its
+Every (prompt batch x settings) case runs through each backend of the package (the
+in-graph operator, and the step engine) and through transformers on the same left-padded
+batch. A sequence matches when its tokens and its
 EOS agree. Otherwise the first diverging step is located and both tokens are scored by
 transformers' model (log-probabilities after the common prefix, and their gap). A case
 with mismatches is *explained* only when a known difference accounts for it, and the
@@ -9,8 +10,10 @@ explanation is checked, not assumed:
 
 - near-tie: every divergence is between tokens (or beams) whose log-probabilities differ by
   less than ``TIE_TOLERANCE``; float rounding decides such ties either way;
-- length normalisation (beam search, length_penalty != 0, EOS involved): the same case
-  with length_penalty = 0 is re-run on both sides and must match.
+- length normalisation (in-graph BeamSearch only, length_penalty != 0, EOS involved): the
+  same case with length_penalty = 0 is re-run on both sides and must match.
+
+The step engine implements transformers' semantics, so only near-ties can explain it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from ortgen.runtime.generator import GenerationResult, Generator, left_pad
+from ortgen.runtime.graph_runner import GraphRunner, graph_key
 from ortgen.runtime.settings import GenerationSettings
 from ortgen.validate.reference import Reference, ReferenceSequence
 from ortgen.validate.report import EXPLAINED, MATCH, MISMATCH, Divergence, GenerationCase, SequenceComparison
@@ -70,7 +74,7 @@ def _compare(result: GenerationResult, theirs: list[list[ReferenceSequence]], ba
     comparisons, score_diffs = [], []
     for b, (our_group, their_group) in enumerate(zip(result.sequences, theirs)):
         for r, (o, t) in enumerate(zip(our_group, their_group)):
-            a = _with_eos(o.token_ids, o.finished, eos)
+            a = _with_eos(o.token_ids, o.stop_reason == "eos", eos)
             c = _with_eos(t.token_ids, t.finished, eos)
             same = a == c
             divergence = None if same else find_divergence(reference, batch[b], a, c, eos, tokenizer)
@@ -79,7 +83,7 @@ def _compare(result: GenerationResult, theirs: list[list[ReferenceSequence]], ba
             comparisons.append(SequenceComparison(
                 prompt_index=b, rank=r, status=MATCH if same else MISMATCH,
                 ortgen_tokens=o.token_ids, transformers_tokens=t.token_ids,
-                ortgen_finished=o.finished, transformers_finished=t.finished,
+                ortgen_finished=o.stop_reason == "eos", transformers_finished=t.finished,
                 ortgen_score=o.score, transformers_score=t.score, divergence=divergence,
             ))
     return comparisons, (max(score_diffs) if score_diffs else None)
@@ -105,40 +109,57 @@ def _same_hypotheses_reordered(comparisons: list[SequenceComparison]) -> bool:
     return True
 
 
+def generate_with(generator: Generator, backend: str, batch: list[list[int]], options: dict[str, Any]
+                  ) -> GenerationResult:
+    """Run ``options`` on one backend: "engine", or "graph" even where the operators are known to differ
+    (validation's job is to show, and explain, those differences)."""
+    if backend == "engine":
+        return generator.generate(input_ids=batch, **{**options, "backend": "engine"})
+    settings = generator.settings_for(**options)
+    key = graph_key(settings)
+    runner = GraphRunner(generator.session, generator.manifest.special_tokens.eos_token_id, generator._decode)
+    started = time.perf_counter()
+    sequences, extra = runner.run(batch, settings)
+    return GenerationResult(sequences, batch, settings, generator.manifest.graphs[key].file, key,
+                            time.perf_counter() - started, "graph", "validation", extra)
+
+
 def run_case(
     generator: Generator,
     reference: Reference,
     batch: list[list[int]],
     batch_index: int,
     entry: dict[str, Any],
+    backend: str = "graph",
 ) -> GenerationCase:
-    """One settings entry on one prompt batch."""
+    """One settings entry on one prompt batch, on one backend."""
     options = {k: v for k, v in entry.items() if k != "name"}
     special = generator.manifest.special_tokens
     eos, pad = special.eos_token_id, special.pad_token_id
     started = time.perf_counter()
-    ours = generator.generate(input_ids=batch, **options)
+    ours = generate_with(generator, backend, batch, options)
     ours_seconds = time.perf_counter() - started
     ids, mask = left_pad(batch, pad)  # transformers' own padding
     started = time.perf_counter()
-    theirs = reference.generate(ids, mask, ours.settings, eos=eos, pad=pad)
+    theirs = reference.generate(ids, mask, ours.settings, eos=eos, pad=pad, tokenizer=None)
     theirs_seconds = time.perf_counter() - started
 
     comparisons, max_score_diff = _compare(ours, theirs, batch, reference, eos, generator.tokenizer)
     status, explanation = MATCH, None
     if any(c.status == MISMATCH for c in comparisons):
-        status, explanation = _explain(generator, reference, batch, ids, mask, ours.settings, comparisons, options,
-                                       eos, pad)
+        status, explanation = _explain(generator, backend, reference, batch, ids, mask, ours.settings, comparisons,
+                                       options, eos, pad)
     elif max_score_diff is not None and max_score_diff > SCORE_TOLERANCE:
         status, explanation = MISMATCH, f"same tokens, but beam scores differ by up to {max_score_diff:.2g}"
     return GenerationCase(
         name=entry["name"], settings=ours.settings.as_dict(), graph=ours.graph_file, batch=batch_index,
         status=status, explanation=explanation, sequences=comparisons, max_score_diff=max_score_diff,
         ortgen_seconds=ours_seconds, transformers_seconds=theirs_seconds, prompt_ids=[list(p) for p in batch],
+        backend=backend,
     )
 
 
-def _explain(generator: Generator, reference: Reference, batch: list[list[int]], ids, mask,
+def _explain(generator: Generator, backend: str, reference: Reference, batch: list[list[int]], ids, mask,
              settings: GenerationSettings, comparisons: list[SequenceComparison], options: dict[str, Any],
              eos: int, pad: int) -> tuple[str, str | None]:
     mismatched = [c for c in comparisons if c.status == MISMATCH]
@@ -146,12 +167,12 @@ def _explain(generator: Generator, reference: Reference, batch: list[list[int]],
     if len(gaps) == len(mismatched) and all(g is not None and abs(g) < TIE_TOLERANCE for g in gaps):
         return EXPLAINED, (f"near-tie: at each divergence the two tokens are within {max(abs(g) for g in gaps):.1e} "
                            f"in log-probability (< {TIE_TOLERANCE:g}); float rounding decides")
-    if settings.strategy == "beam" and _same_hypotheses_reordered(comparisons):
+    if settings.num_beams > 1 and _same_hypotheses_reordered(comparisons):
         return EXPLAINED, "near-tie: the same hypotheses, ordered differently among scores within tolerance"
     eos_involved = any(c.ortgen_finished or c.transformers_finished for c in comparisons)
-    if settings.strategy == "beam" and settings.length_penalty != 0 and eos_involved:
+    if backend == "graph" and settings.strategy == "beam" and settings.length_penalty != 0 and eos_involved:
         neutral = replace(settings, length_penalty=0.0)
-        ours = generator.generate(input_ids=batch, **{**options, "length_penalty": 0.0})
+        ours = generate_with(generator, backend, batch, {**options, "length_penalty": 0.0})
         theirs = reference.generate(ids, mask, neutral, eos=eos, pad=pad)
         again, _ = _compare(ours, theirs, batch, reference, eos, generator.tokenizer)
         if all(c.status == MATCH for c in again):

@@ -122,16 +122,22 @@ class Reference:
         logprobs = torch.log_softmax(logits, dim=-1)
         return float(sum(logprobs[len(prompt) - 1 + k, tok] for k, tok in enumerate(generated)))
 
-    def sampling_distribution(self, prompt: list[int], temperature: float, top_p: float) -> np.ndarray:
-        """The next-token distribution transformers samples from (temperature, then top-p)."""
+    def sampling_distribution(self, prompt: list[int], temperature: float, top_p: float, top_k: int = 0) -> np.ndarray:
+        """The next-token distribution transformers samples from (temperature, top-k, top-p, in that order)."""
         import torch
-        from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+        from transformers.generation.logits_process import (
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         ids = torch.tensor([prompt], dtype=torch.long)
         with torch.no_grad():
             scores = self.model(input_ids=ids).logits[:, -1].float()
         if temperature != 1.0:
             scores = TemperatureLogitsWarper(temperature)(ids, scores)
+        if top_k:
+            scores = TopKLogitsWarper(top_k, min_tokens_to_keep=1)(ids, scores)
         if top_p < 1.0:
             scores = TopPLogitsWarper(top_p, min_tokens_to_keep=1)(ids, scores)
         return torch.softmax(scores.double(), dim=-1)[0].numpy()
@@ -139,29 +145,50 @@ class Reference:
     # -- generate -----------------------------------------------------------------------
 
     def generate(
-        self, ids: np.ndarray, mask: np.ndarray, settings: GenerationSettings, *, eos: int, pad: int
+        self, ids: np.ndarray, mask: np.ndarray, settings: GenerationSettings, *, eos: int, pad: int,
+        tokenizer: Any = None, seed: int | None = None,
     ) -> list[list[ReferenceSequence]]:
-        """transformers generate() (greedy or beam search) on a left-padded batch."""
+        """transformers generate() with ortgen's settings, on a left-padded batch.
+
+        ``eos`` is the model's EOS (used when the settings give none); sequences are cut at
+        the first of the settings' EOS ids. Sampling needs ``seed`` (torch's generator).
+        """
         import torch
 
-        beam = settings.strategy == "beam"
+        eos_ids = settings.eos_token_ids or [eos]
+        kwargs: dict[str, Any] = dict(
+            do_sample=settings.do_sample, num_beams=settings.num_beams,
+            num_return_sequences=settings.num_return_sequences, max_new_tokens=settings.max_new_tokens,
+            min_new_tokens=settings.min_new_tokens or None, min_length=settings.min_length or None,
+            repetition_penalty=settings.repetition_penalty, length_penalty=settings.length_penalty,
+            early_stopping=settings.early_stopping, no_repeat_ngram_size=settings.no_repeat_ngram_size or None,
+            bad_words_ids=settings.bad_words_ids or None,
+            eos_token_id=eos_ids if len(eos_ids) > 1 else eos_ids[0], pad_token_id=pad,
+            return_dict_in_generate=True, output_scores=settings.num_beams > 1,
+        )
+        if settings.do_sample:
+            kwargs.update(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
+            torch.manual_seed(0 if seed is None else seed)
+        if settings.stop_strings:
+            kwargs.update(stop_strings=settings.stop_strings, tokenizer=tokenizer)
         with torch.no_grad():
-            out = self.model.generate(
-                input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
-                do_sample=False, num_beams=settings.num_beams, num_return_sequences=settings.num_return_sequences,
-                max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
-                repetition_penalty=settings.repetition_penalty, length_penalty=settings.length_penalty,
-                early_stopping=settings.early_stopping, eos_token_id=eos, pad_token_id=pad,
-                return_dict_in_generate=True, output_scores=beam,
-            )
+            out = self.model.generate(input_ids=torch.tensor(ids, dtype=torch.long),
+                                      attention_mask=torch.tensor(mask), **kwargs)
         width, n = ids.shape[1], settings.num_return_sequences
         sequences = out.sequences.numpy()
-        scores = out.sequences_scores.numpy() if beam and out.sequences_scores is not None else None
+        scores = None
+        if settings.num_beams > 1 and getattr(out, "sequences_scores", None) is not None:
+            scores = out.sequences_scores.numpy()
         result = []
         for b in range(ids.shape[0]):
             group = []
             for r in range(n):
-                tokens, finished = strip_generated(sequences[b * n + r, width:], eos, pad)
+                row = [int(t) for t in sequences[b * n + r, width:]]
+                cut = next((i for i, t in enumerate(row) if t in eos_ids), None)
+                if cut is not None:
+                    tokens, finished = row[:cut], True
+                else:
+                    tokens, finished = strip_generated(row, -1, pad)[0], False
                 score = float(scores[b * n + r]) if scores is not None else None
                 group.append(ReferenceSequence(tokens, finished, score))
             result.append(group)

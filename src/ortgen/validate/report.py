@@ -79,6 +79,7 @@ class GenerationCase:
     ortgen_seconds: float
     transformers_seconds: float
     prompt_ids: list[list[int]] = field(default_factory=list)  # the batch, unpadded
+    backend: str = "graph"  # "graph" (in-graph operator) or "engine" (step engine)
 
     @property
     def eos_steps(self) -> list[int]:
@@ -183,10 +184,11 @@ def render(report: Report) -> str:
                     notes.append(case.explanation)
                 detail = f"[{notes.index(case.explanation) + 1}] {detail}"
             eos = ",".join(map(str, case.eos_steps)) or "-"
-            rows.append([case.name, f"#{case.batch}", case.graph.replace("generate_", "").replace(".onnx", ""),
+            graph = "engine" if case.backend == "engine" else case.graph.replace("generate_", "").replace(".onnx", "")
+            rows.append([case.name, f"#{case.batch}", graph,
                          f"{same}/{rows_total}", eos, case.status.upper() if case.status == MISMATCH else case.status,
                          detail])
-        lines += _table(rows, ["settings", "batch", "graph", "same", "EOS after", "result", "first divergence"])
+        lines += _table(rows, ["settings", "batch", "backend", "same", "EOS after", "result", "first divergence"])
         lines += [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
     if report.sampling:
         lines.append("")

@@ -19,6 +19,8 @@ from ortgen import __version__, contract
 from ortgen.errors import OrtgenError
 from ortgen.manifest import verify_files
 from ortgen.runtime.generator import Generator
+from ortgen.runtime.backend import graph_unsupported
+from ortgen.runtime.graph_runner import graph_key
 from ortgen.validate import suite as suites
 from ortgen.validate.decoder_check import check_decoder
 from ortgen.validate.generation_check import run_case
@@ -84,6 +86,7 @@ def validate_package(
     draws: int = 1000,
     generator: Generator | None = None,
     reference: Reference | None = None,
+    backends: tuple[str, ...] = ("graph", "engine"),
 ) -> Report:
     """Compare a package with its transformers reference; see the package docstring."""
     started = time.perf_counter()
@@ -115,19 +118,30 @@ def validate_package(
     for note in suite.notes:
         log.warning("%s", note)
     report.notes = suite.notes
-    # run grouped by graph (each graph loads once), report in suite order
-    plan = [(b, i, generator.graph_for(generator.settings_for(**{k: v for k, v in entry.items() if k != "name"})))
-            for b in range(len(suite.batches)) for i, entry in enumerate(suite.settings)]
+    # every case on each backend the package has; run grouped by graph (each graph loads once),
+    # report in suite order
+    plan = []
+    for b in range(len(suite.batches)):
+        for i, entry in enumerate(suite.settings):
+            settings = generator.settings_for(**{k: v for k, v in entry.items() if k != "name"})
+            for backend in backends:
+                if backend == "engine" and contract.DECODER_ENGINE not in generator.manifest.graphs:
+                    continue
+                if backend == "graph" and graph_unsupported(settings, generator.manifest.graphs,
+                                                            generator.manifest.special_tokens.eos_token_id):
+                    continue  # the operators cannot express these settings at all
+                graph = contract.DECODER_ENGINE if backend == "engine" else graph_key(settings)
+                plan.append((b, i, backend, graph))
     results = {}
-    for done, (b, i, graph) in enumerate(sorted(plan, key=lambda p: p[2]), start=1):
+    for done, (b, i, backend, graph) in enumerate(sorted(plan, key=lambda p: p[3]), start=1):
         entry = suite.settings[i]
-        case = run_case(generator, reference, suite.batches[b], b, entry)
-        log.info("generation %d/%d: %s on batch #%d: %s", done, len(plan), entry["name"], b,
+        case = run_case(generator, reference, suite.batches[b], b, entry, backend)
+        log.info("generation %d/%d: %s on batch #%d, %s: %s", done, len(plan), entry["name"], b, backend,
                  case.status.upper() if case.status == MISMATCH else case.status)
-        results[(b, i)] = case
-    report.generation = [results[(b, i)] for b, i, _ in plan]
+        results[(b, i, backend)] = case
+    report.generation = [results[(b, i, backend)] for b, i, backend, _ in plan]
     if not fast:
-        log.info("sampling: reproducibility, tiny top_p, %d-draw frequency test", draws)
-        report.sampling = check_sampling(generator, reference, suite.batches[0], draws)
+        log.info("sampling: reproducibility, greedy limits, %d-draw frequency tests", draws)
+        report.sampling = check_sampling(generator, reference, suite.batches[0], draws, backends)
     report.seconds = time.perf_counter() - started
     return report

@@ -73,60 +73,79 @@ def _tiny_top_p_session(generator: Generator) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=generator.providers)
 
 
-def check_sampling(generator: Generator, reference: Reference, prompts: list[list[int]],
-                   draws: int) -> list[SamplingCheck]:
-    checks: list[SamplingCheck] = []
-    sample = generator.manifest.graphs.get(contract.SAMPLE)
-    if sample is None:
-        return [SamplingCheck("sampling graph", SKIPPED, "the package has no sampling graph")]
-    eos = generator.manifest.special_tokens.eos_token_id
-
-    first = generator.generate(input_ids=prompts, seed=1234, max_new_tokens=8, num_return_sequences=3)
-    second = generator.generate(input_ids=prompts, seed=1234, max_new_tokens=8, num_return_sequences=3)
+def _reproducibility(generator: Generator, prompts: list[list[int]], backend: str, top_k: int) -> SamplingCheck:
+    run = lambda: generator.generate(input_ids=prompts, seed=1234, max_new_tokens=8, num_return_sequences=3,  # noqa
+                                     top_k=top_k, backend=backend)
     tokens = lambda r: [[s.token_ids for s in g] for g in r.sequences]  # noqa: E731
-    same = tokens(first) == tokens(second)
-    checks.append(SamplingCheck("same seed reproduces", PASS if same else FAIL,
-                                "seed 1234, 3 draws per prompt, 8 tokens: identical" if same else
-                                "two runs with seed 1234 differ"))
+    same = tokens(run()) == tokens(run())
+    return SamplingCheck(f"{backend}: same seed reproduces", PASS if same else FAIL,
+                         "seed 1234, 3 draws per prompt, 8 tokens: identical" if same else
+                         "two runs with seed 1234 differ")
 
-    greedy = generator.generate(input_ids=prompts, max_new_tokens=8)
-    ids, mask = left_pad(prompts)
-    session = _tiny_top_p_session(generator)
-    out = session.run([contract.SEQUENCES], {
-        contract.INPUT_IDS: ids, contract.MAX_LENGTH: np.array([ids.shape[1] + 8], np.int32),
-        contract.MIN_LENGTH: np.array([0], np.int32), contract.REPETITION_PENALTY: np.array([1.0], np.float32),
-        contract.ATTENTION_MASK: mask, contract.SEED: np.array([5], np.int32),
-    })[0]
-    tiny = [[int(t) for t in row[ids.shape[1]:]] for row in out]
-    tiny = [row[: row.index(eos)] if eos in row else row for row in tiny]
-    expected = [g[0].token_ids for g in greedy.sequences]
-    checks.append(SamplingCheck("top_p=1e-6 equals greedy", PASS if tiny == expected else FAIL,
-                                f"{len(prompts)} prompts, 8 tokens" + ("" if tiny == expected else
-                                                                      f": sampled {tiny} vs greedy {expected}")))
 
-    prompt = prompts[0][:4]
-    temperature, top_p = float(sample.attributes["temperature"]), float(sample.attributes["top_p"])
-    result = generator.generate(input_ids=[prompt], seed=99, max_new_tokens=1, num_return_sequences=draws)
+def _frequencies(generator: Generator, reference: Reference, prompt: list[int], draws: int, backend: str,
+                 temperature: float, top_p: float, top_k: int) -> SamplingCheck:
+    result = generator.generate(input_ids=[prompt], seed=99, max_new_tokens=1, num_return_sequences=draws,
+                                top_k=top_k, temperature=temperature, top_p=top_p, backend=backend)
+    eos = generator.manifest.special_tokens.eos_token_id
     firsts = [s.token_ids[0] if s.token_ids else eos for s in result.sequences[0]]
-    probs = reference.sampling_distribution(prompt, temperature, top_p)
+    probs = reference.sampling_distribution(prompt, temperature, top_p, top_k)
     counts = np.bincount(np.array(firsts), minlength=probs.shape[0]).astype(np.float64)
     statistic, dof, bins = binned_chi_square(counts, probs)
     top = int(probs.argmax())
-    values: dict[str, Any] = {"draws": draws, "bins": bins, "chi_square": statistic, "dof": dof,
-                              "top_token": top, "top_probability": float(probs[top]),
-                              "top_frequency": float(counts[top] / draws)}
+    name = f"{backend}: first-token frequencies"
+    values: dict[str, Any] = {"draws": draws, "bins": bins, "chi_square": statistic, "dof": dof, "top_token": top,
+                              "top_probability": float(probs[top]), "top_frequency": float(counts[top] / draws),
+                              "temperature": temperature, "top_p": top_p, "top_k": top_k,
+                              "outside_support": int(counts[probs == 0].sum())}
+    if values["outside_support"]:
+        return SamplingCheck(name, FAIL, f"{values['outside_support']} draws fell outside transformers' support "
+                                         f"(filtered by top_k={top_k} / top_p={top_p:g})", values)
     if dof == 0:
-        checks.append(SamplingCheck("first-token frequencies", SKIPPED,
-                                    f"{draws} draws fill fewer than 2 bins of expected count {MIN_EXPECTED:g}",
-                                    values))
-        return checks
+        return SamplingCheck(name, SKIPPED, f"{draws} draws fill fewer than 2 bins of expected count "
+                                            f"{MIN_EXPECTED:g}", values)
     p = chi_square_p_value(statistic, dof)
     values["p_value"] = p
-    checks.append(SamplingCheck(
-        "first-token frequencies", PASS if p >= P_VALUE_THRESHOLD else FAIL,
-        f"{draws} draws vs transformers' softmax (temperature {temperature:g}, top_p {top_p:g}): "
+    return SamplingCheck(
+        name, PASS if p >= P_VALUE_THRESHOLD else FAIL,
+        f"{draws} draws vs transformers (temperature {temperature:g}, top_k {top_k}, top_p {top_p:g}): "
         f"chi-square {statistic:.1f} on {dof} dof, p = {p:.3g} (fail below {P_VALUE_THRESHOLD:g}); "
         f"top token {top}: {counts[top] / draws:.3f} vs p {probs[top]:.3f}",
         values,
-    ))
+    )
+
+
+def check_sampling(generator: Generator, reference: Reference, prompts: list[list[int]], draws: int,
+                   backends: tuple[str, ...] = ("graph", "engine")) -> list[SamplingCheck]:
+    checks: list[SamplingCheck] = []
+    graphs = generator.manifest.graphs
+    eos = generator.manifest.special_tokens.eos_token_id
+    greedy = [g[0].token_ids for g in generator.generate(input_ids=prompts, max_new_tokens=8).sequences]
+    prompt = prompts[0][:4]
+
+    sample = graphs.get(contract.SAMPLE)
+    if "graph" in backends and sample is not None:
+        temperature, top_p = float(sample.attributes["temperature"]), float(sample.attributes["top_p"])
+        checks.append(_reproducibility(generator, prompts, "graph", 0))
+        ids, mask = left_pad(prompts)
+        out = _tiny_top_p_session(generator).run([contract.SEQUENCES], {
+            contract.INPUT_IDS: ids, contract.MAX_LENGTH: np.array([ids.shape[1] + 8], np.int32),
+            contract.MIN_LENGTH: np.array([0], np.int32), contract.REPETITION_PENALTY: np.array([1.0], np.float32),
+            contract.ATTENTION_MASK: mask, contract.SEED: np.array([5], np.int32),
+        })[0]
+        tiny = [[int(t) for t in row[ids.shape[1]:]] for row in out]
+        tiny = [row[: row.index(eos)] if eos in row else row for row in tiny]
+        checks.append(SamplingCheck("graph: top_p=1e-6 equals greedy", PASS if tiny == greedy else FAIL,
+                                    f"{len(prompts)} prompts, 8 tokens" + ("" if tiny == greedy else
+                                                                          f": sampled {tiny} vs greedy {greedy}")))
+        checks.append(_frequencies(generator, reference, prompt, draws, "graph", temperature, top_p, 0))
+    if "engine" in backends and contract.DECODER_ENGINE in graphs:
+        checks.append(_reproducibility(generator, prompts, "engine", 50))
+        top1 = generator.generate(input_ids=prompts, max_new_tokens=8, top_k=1, seed=3, backend="engine")
+        sampled = [g[0].token_ids for g in top1.sequences]
+        checks.append(SamplingCheck("engine: top_k=1 equals greedy", PASS if sampled == greedy else FAIL,
+                                    f"{len(prompts)} prompts, 8 tokens" + ("" if sampled == greedy else
+                                                                          f": sampled {sampled} vs greedy {greedy}")))
+        checks.append(_frequencies(generator, reference, prompt, draws, "engine", 1.0, 1.0, 50))
+        checks.append(_frequencies(generator, reference, prompt, draws, "engine", 0.7, 0.9, 20))
     return checks

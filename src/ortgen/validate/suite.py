@@ -40,6 +40,10 @@ DEFAULT_SETTINGS: list[dict[str, Any]] = [
      "repetition_penalty": 1.3, "min_new_tokens": 4},
     {"name": "beam 4, early stopping", "num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 16,
      "early_stopping": True},
+    {"name": "beam 4, early_stopping never", "num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 16,
+     "early_stopping": "never"},
+    {"name": "greedy, no_repeat_ngram_size 2", "num_beams": 1, "max_new_tokens": 16, "no_repeat_ngram_size": 2},
+    {"name": "beam 4, no_repeat_ngram_size 3", "num_beams": 4, "max_new_tokens": 16, "no_repeat_ngram_size": 3},
 ]
 
 # The fast level (``ortgen export --validate``): one batch, two settings.
@@ -48,8 +52,9 @@ FAST_SETTINGS: list[dict[str, Any]] = [
     {"name": "beam 4, return 2", "num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 8},
 ]
 
-_ALLOWED_SETTINGS = {"name", "num_beams", "max_new_tokens", "min_new_tokens", "num_return_sequences",
-                     "length_penalty", "repetition_penalty", "early_stopping"}
+_ALLOWED_SETTINGS = {"name", "num_beams", "max_new_tokens", "min_new_tokens", "min_length", "num_return_sequences",
+                     "length_penalty", "repetition_penalty", "early_stopping", "no_repeat_ngram_size",
+                     "bad_words_ids", "eos_token_id"}
 
 
 @dataclass(frozen=True)

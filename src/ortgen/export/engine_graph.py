@@ -1,0 +1,108 @@
+"""The step-engine decoder: the same weights, built for a generation loop that ortgen drives.
+
+``decoder.onnx`` follows ONNX Runtime's GPT subgraph contract (growing past/present,
+left-padded batches, logits for every position). The step engine
+(:mod:`ortgen.runtime.engine`) wants something else, so ``decoder_engine.onnx`` is built
+from the same weights with:
+
+- com.microsoft GroupQueryAttention (num_heads = kv_num_heads) with one KV buffer per
+  layer and K/V: past and present are the same memory (bound by the engine), new keys are
+  written in place at each row's length, nothing is re-allocated or copied per step;
+- rows of different lengths without padding: ``seqlens_k`` gives each row's length - 1,
+  prompts are right-padded, so no compute goes to pads and positions are explicit;
+- logits only at one position per row (``last_index``): a 512-token prompt costs one
+  vocabulary projection, not 512.
+
+    input_ids ─► token emb ─┬─► layers (GQA: past_key_i/past_value_i ─► present, same buffer) ─► hidden (B,S,H)
+    position_ids ─► pos emb ┘                                                               │
+    last_index ─────────────────────────────────────────────────────────► Gather row b, position last_index[b]
+                                                                                           ─► lm_head ─► logits (B,V)
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto
+
+from ortgen import contract
+from ortgen.arch import ModelDims
+from ortgen.export.decoder import layer_stack, lm_head, position_embeddings, token_embeddings
+from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder
+
+SEQLENS_K = "seqlens_k"  # int32 [batch]: total valid length - 1 of each row (after this call)
+TOTAL_SEQUENCE_LENGTH = "total_sequence_length"  # int32 scalar: the longest row's total length
+LAST_INDEX = "last_index"  # int32 [batch]: which of the new positions gives each row's logits
+
+
+def past_key_name(layer: int) -> str:
+    return f"past_key_{layer}"
+
+
+def past_value_name(layer: int) -> str:
+    return f"past_value_{layer}"
+
+
+def present_key_name(layer: int) -> str:
+    return f"present_key_{layer}"
+
+
+def present_value_name(layer: int) -> str:
+    return f"present_value_{layer}"
+
+
+def _gqa_attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
+    """(B, S, hidden) -> (B, S, hidden); keys/values written into the layer's shared buffers."""
+    p = f"/model/layers.{layer}/attn"
+    qkv = g.op("MatMul", [x, f"layers.{layer}.attn.qkv.weight"], name=f"{p}/qkv/MatMul")
+    qkv = g.op("Add", [qkv, f"layers.{layer}.attn.qkv.bias"], name=f"{p}/qkv/Add")  # packed (B, S, 3*hidden)
+    context = g.node(
+        "GroupQueryAttention",
+        [qkv, "", "", past_key_name(layer), past_value_name(layer), SEQLENS_K, TOTAL_SEQUENCE_LENGTH],
+        name=f"{p}/GroupQueryAttention",
+        outputs=[f"{p}/GroupQueryAttention/output_0", present_key_name(layer), present_value_name(layer)],
+        domain=MS_DOMAIN,
+        num_heads=dims.num_heads,
+        kv_num_heads=dims.num_heads,
+        scale=float(dims.attention_scales[layer]),
+        do_rotary=0,
+    )[0]
+    return g.op("MatMul", [context, f"layers.{layer}.attn.out.weight"], name=f"{p}/out/MatMul")
+
+
+def build_engine_graph(dims: ModelDims, initializers: dict[str, TensorProto]) -> onnx.GraphProto:
+    g = GraphBuilder("decoder_engine")
+    g.initializers.extend(initializers.values())
+    kv_shape = ["batch_size", dims.num_heads, "max_sequence_length", dims.head_dim]
+    g.input(contract.INPUT_IDS, TensorProto.INT32, ["batch_size", "sequence_length"])
+    g.input(contract.POSITION_IDS, TensorProto.INT32, ["batch_size", "sequence_length"])
+    g.input(SEQLENS_K, TensorProto.INT32, ["batch_size"])
+    g.input(TOTAL_SEQUENCE_LENGTH, TensorProto.INT32, [])
+    g.input(LAST_INDEX, TensorProto.INT32, ["batch_size"])
+    for i in range(dims.num_layers):
+        g.input(past_key_name(i), TensorProto.FLOAT, kv_shape)
+        g.input(past_value_name(i), TensorProto.FLOAT, kv_shape)
+    g.output(contract.LOGITS, TensorProto.FLOAT, ["batch_size", dims.vocab_size])
+    for i in range(dims.num_layers):
+        g.output(present_key_name(i), TensorProto.FLOAT, kv_shape)
+        g.output(present_value_name(i), TensorProto.FLOAT, kv_shape)
+
+    tokens = token_embeddings(g, dims)
+    positions = position_embeddings(g, dims, contract.POSITION_IDS)
+    hidden = layer_stack(dims)(g, dims, tokens, positions, _gqa_attention)
+
+    # one position per row: flat index b * S + last_index[b] into (B*S, hidden)
+    shape = g.op("Shape", [contract.INPUT_IDS], name="/model/last/Shape")
+    batch = g.op("Gather", [shape, g.constant(0)], name="/model/last/Batch")
+    seq = g.op("Gather", [shape, g.constant(1)], name="/model/last/Seq")
+    rows = g.op("Range", [g.constant(0), batch, g.constant(1)], name="/model/last/Rows")
+    offsets = g.op("Mul", [rows, seq], name="/model/last/Offsets")
+    last = g.op("Cast", [LAST_INDEX], name="/model/last/Cast", to=TensorProto.INT64)
+    flat_index = g.op("Add", [offsets, last], name="/model/last/Index")
+    flat = g.op("Reshape", [hidden, g.constant([-1, dims.hidden_size])], name="/model/last/Flatten")
+    picked = g.op("Gather", [flat, flat_index], name="/model/last/Gather", axis=0)  # (B, hidden)
+    lm_head(g, dims, picked, initializers)
+    return g.build()
+
+
+__all__ = ["build_engine_graph", "SEQLENS_K", "TOTAL_SEQUENCE_LENGTH", "LAST_INDEX", "past_key_name",
+           "past_value_name", "present_key_name", "present_value_name"]

@@ -1,0 +1,83 @@
+"""Which backend runs a request: the in-graph operators, or the step engine.
+
+ONNX Runtime's BeamSearch / GreedySearch / Sampling operators are fast and self-contained
+(one call per request, what Triton serves), but their semantics equal transformers' only
+for some settings (docs/ort-vs-transformers.md). ``auto`` runs a request in-graph only when
+they do, and on the step engine otherwise; ``graph`` and ``engine`` force a backend
+(``graph`` refuses what the operators cannot express, and says when their result may differ).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ortgen import contract
+from ortgen.errors import GenerationSettingsError
+from ortgen.runtime.settings import BEAM, BEAM_SAMPLE, SAMPLE, GenerationSettings
+
+GRAPH, ENGINE = "graph", "engine"
+
+
+def graph_limitations(settings: GenerationSettings, graphs: Mapping[str, Any], default_eos: int) -> list[str]:
+    """Why the in-graph operators would not generate what transformers does (empty: they would).
+
+    Short reasons; docs/ort-vs-transformers.md explains each.
+    """
+    reasons = []
+    if settings.strategy == BEAM and settings.length_penalty != 0:
+        reasons.append("length_penalty != 0: BeamSearch normalises beam scores by another length")
+    return reasons + graph_unsupported(settings, graphs, default_eos)
+
+
+def graph_unsupported(settings: GenerationSettings, graphs: Mapping[str, Any], default_eos: int) -> list[str]:
+    """Settings the in-graph operators cannot express at all."""
+    reasons = []
+    if settings.strategy == BEAM_SAMPLE:
+        reasons.append("beam sampling: BeamSearch cannot sample")
+    if settings.early_stopping == "never":
+        reasons.append("early_stopping='never': BeamSearch lacks it")
+    if settings.strategy == SAMPLE:
+        sample = graphs.get(contract.SAMPLE)
+        if settings.top_k:
+            reasons.append(f"top_k={settings.top_k}: Sampling has no top-k (transformers samples with top_k=50 "
+                           "unless told otherwise)")
+        if sample is None:
+            reasons.append("no Sampling graph in the package")
+        elif (settings.temperature, settings.top_p) != (float(sample.attributes["temperature"]),
+                                                        float(sample.attributes["top_p"])):
+            reasons.append(f"temperature/top_p differ from the Sampling graph's "
+                           f"({sample.attributes['temperature']:g}/{sample.attributes['top_p']:g}, fixed at export)")
+    if settings.no_repeat_ngram_size:
+        reasons.append("no_repeat_ngram_size: fixed at 0 in the exported operators")
+    if settings.bad_words_ids:
+        reasons.append("bad_words_ids: the operators take none")
+    if settings.stop_strings:
+        reasons.append("stop_strings: the operators have none")
+    if settings.eos_token_ids != [default_eos]:
+        reasons.append(f"eos_token_id={settings.eos_token_ids}: the operators stop on {default_eos} only")
+    return reasons
+
+
+def choose_backend(settings: GenerationSettings, graphs: Mapping[str, Any], default_eos: int) -> tuple[str, str]:
+    """(backend, why) for a request."""
+    has_engine = contract.DECODER_ENGINE in graphs
+    limits = graph_limitations(settings, graphs, default_eos)
+    if settings.backend == GRAPH:
+        unsupported = graph_unsupported(settings, graphs, default_eos)
+        if unsupported:
+            raise GenerationSettingsError("backend='graph' cannot run these settings: " + "; ".join(unsupported)
+                                          + ". Use backend='engine' (or 'auto').")
+        if limits:
+            return GRAPH, "requested; may differ from transformers: " + "; ".join(limits)
+        return GRAPH, "requested"
+    if settings.backend == ENGINE:
+        if not has_engine:
+            raise GenerationSettingsError("this package has no step-engine graph (decoder_engine.onnx); re-export it "
+                                          "with this ortgen")
+        return ENGINE, "requested"
+    if not limits:
+        return GRAPH, "in-graph operator matches transformers here"
+    if not has_engine:
+        raise GenerationSettingsError("these settings need the step engine, which this package lacks (re-export it "
+                                      "with this ortgen): " + "; ".join(limits))
+    return ENGINE, limits[0]
