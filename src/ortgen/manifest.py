@@ -84,6 +84,7 @@ class Manifest:
     generation_defaults: dict[str, Any]
     tokenizer: TokenizerInfo | None
     prompt_format: dict[str, Any] | None = None
+    weights_dtype: str = "float32"  # "float32", "int8" or "int4" (MatMulNBits, weight-only)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -121,6 +122,7 @@ class Manifest:
             generation_defaults=dict(data.get("generation_defaults", {})),
             tokenizer=TokenizerInfo.from_dict(data["tokenizer"]) if data.get("tokenizer") else None,
             prompt_format=data.get("prompt_format"),
+            weights_dtype=data.get("weights_dtype", "float32"),
             format_version=version,
         )
 

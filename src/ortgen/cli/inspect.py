@@ -34,7 +34,8 @@ def describe(package: Path) -> str:
     a, t = m.architecture, m.special_tokens
     lines = [
         f"package      {package}",
-        f"model        {a.model_type} from {m.source.get('model', '?')}: {a.parameters / 1e6:.1f}M parameters, {m.dtype}",
+        f"model        {a.model_type} from {m.source.get('model', '?')}: {a.parameters / 1e6:.1f}M parameters, "
+        f"{m.dtype} activations, {m.weights_dtype} weights",
         f"decoder      {a.num_layers} layers x {a.hidden_size} hidden, {a.num_heads} heads x {a.head_dim}, "
         f"ffn {a.ffn_size}, {a.activation}, {a.norm_position}-LN",
         f"vocabulary   {a.vocab_size} tokens, {a.max_positions} positions (offset {a.position_offset}), "

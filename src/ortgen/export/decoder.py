@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import numpy as np
@@ -27,6 +28,7 @@ from onnx import TensorProto
 from ortgen import contract
 from ortgen.arch import ModelDims
 from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder, WeightFile
+from ortgen.export.quantize import QuantConfig, QuantizedLinear, quantize_blockwise
 from ortgen.export.weights import DecoderWeights
 
 log = logging.getLogger(__name__)
@@ -37,31 +39,58 @@ ProgressCallback = Callable[[int, int], None]  # (layers done, layers total)
 _INT64_MAX = np.iinfo(np.int64).max
 
 
+@dataclass
+class WrittenWeights:
+    """Initializers by name (large ones point into the weight file), and which linears are quantized."""
+
+    initializers: dict[str, TensorProto]
+    quantized: dict[str, QuantizedLinear] = field(default_factory=dict)  # role -> MatMulNBits attributes
+    dtype: str = "float32"
+
+
 def write_decoder_weights(
     dims: ModelDims,
     weights: DecoderWeights,
     weight_file: WeightFile,
     progress: ProgressCallback | None = None,
-) -> dict[str, TensorProto]:
-    """Stream every decoder weight into ``weight_file``; returns initializers by name.
+    quant: QuantConfig | None = None,
+) -> WrittenWeights:
+    """Stream every decoder weight into ``weight_file``.
 
-    Small tensors (LayerNorm parameters, biases) are returned inline; large ones are
-    references into the weight file. Only one layer's tensors are in memory at a time.
+    Small tensors (LayerNorm parameters, biases) stay inline; large ones are references
+    into the weight file. Only one layer's tensors are in memory at a time. With ``quant``,
+    linear weights are written block-quantized (``{role}.qweight`` + ``{role}.scales``)
+    instead of float32 (``{role}.weight``).
     """
-    out: dict[str, TensorProto] = {}
+    written = WrittenWeights({}, dtype=quant.name if quant else "float32")
+    out = written.initializers
 
     def put(name: str, array: np.ndarray) -> None:
-        array = np.ascontiguousarray(array, dtype=np.float32)
+        array = np.ascontiguousarray(array)
+        if array.dtype != np.uint8:
+            array = array.astype(np.float32, copy=False)
         if array.nbytes > 1024:
             out[name] = weight_file.add(name, array)
         else:
             out[name] = onnx.numpy_helper.from_array(array, name)
 
-    put("embed_tokens.weight", weights.embed_tokens())
+    def put_linear(role: str, weight: np.ndarray) -> None:
+        """``weight`` is [in, out]."""
+        if quant is None:
+            put(f"{role}.weight", weight)
+            return
+        packed, scales = quantize_blockwise(weight, quant)
+        put(f"{role}.qweight", packed)
+        put(f"{role}.scales", scales)
+        written.quantized[role] = QuantizedLinear(weight.shape[0], weight.shape[1], quant.bits, quant.block_size,
+                                                  quant.accuracy_level)
+
+    embed = weights.embed_tokens()
+    put("embed_tokens.weight", embed)
     put("embed_positions.weight", weights.embed_positions())
     if dims.has_projection:
-        put("project_in.weight", weights.project_in().weight)
-        put("project_out.weight", weights.project_out().weight)
+        put_linear("project_in", weights.project_in().weight)
+        put_linear("project_out", weights.project_out().weight)
     started = time.perf_counter()
     for i in range(dims.num_layers):
         for role in ("attn_norm", "mlp_norm"):
@@ -74,7 +103,7 @@ def write_decoder_weights(
             ("mlp.fc_in", weights.fc_in(i)),
             ("mlp.fc_out", weights.fc_out(i)),
         ):
-            put(f"layers.{i}.{role}.weight", linear.weight)
+            put_linear(f"layers.{i}.{role}", linear.weight)
             assert linear.bias is not None, "every supported architecture has projection biases"
             put(f"layers.{i}.{role}.bias", linear.bias)
         if progress is not None:
@@ -85,9 +114,20 @@ def write_decoder_weights(
         put("final_norm.weight", gamma)
         put("final_norm.bias", beta)
     head = weights.lm_head()
-    if head is not None:
+    if quant is not None:
+        put_linear("lm_head", (head if head is not None else embed).T)  # [V, W] -> [in, out]
+    elif head is not None:
         put("lm_head.weight", head)
-    return out
+    return written
+
+
+def linear(g: GraphBuilder, x: str, role: str, *, name: str) -> str:
+    """``x @ W`` for the weight of ``role``: MatMul (float32) or MatMulNBits (quantized)."""
+    q = g.quantized.get(role)
+    if q is None:
+        return g.op("MatMul", [x, f"{role}.weight"], name=f"{name}/MatMul")
+    return g.op("MatMulNBits", [x, f"{role}.qweight", f"{role}.scales"], name=f"{name}/MatMulNBits",
+                domain=MS_DOMAIN, K=q.K, N=q.N, bits=q.bits, block_size=q.block_size, accuracy_level=q.accuracy_level)
 
 
 def _declare_io(g: GraphBuilder, dims: ModelDims, logits: LogitsMode) -> None:
@@ -110,7 +150,7 @@ def token_embeddings(g: GraphBuilder, dims: ModelDims) -> str:
     if dims.embed_scale != 1.0:
         tokens = g.op("Mul", [tokens, g.constant(dims.embed_scale, np.float32)], name="/model/embed_tokens/Scale")
     if dims.has_projection:
-        tokens = g.op("MatMul", [tokens, "project_in.weight"], name="/model/project_in/MatMul")
+        tokens = linear(g, tokens, "project_in", name="/model/project_in")
     return tokens
 
 
@@ -153,6 +193,8 @@ def _attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
     2-D attention mask, and ``present = concat(past, new)`` in the contract's layout.
     """
     p = f"/model/layers.{layer}/attn"
+    if f"layers.{layer}.attn.qkv" in g.quantized:
+        return _quantized_attention(g, dims, layer, x)
     context = g.node(
         "Attention",
         [x, f"layers.{layer}.attn.qkv.weight", f"layers.{layer}.attn.qkv.bias", contract.ATTENTION_MASK,
@@ -164,13 +206,41 @@ def _attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
         unidirectional=1,
         scale=float(dims.attention_scales[layer]),
     )[0]
-    return g.op("MatMul", [context, f"layers.{layer}.attn.out.weight"], name=f"{p}/out/MatMul")
+    return linear(g, context, f"layers.{layer}.attn.out", name=f"{p}/out")
+
+
+def _quantized_attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
+    """The same attention with a quantized q/k/v projection (Attention only takes float32 weights).
+
+        x ─► MatMulNBits(qkv) ─► +bias ─► Split q, k, v ─┐
+        past_i ─► Split key/value ─────────────────────────┴► MultiHeadAttention ─► present key/value ─► Concat ─► present_i
+    """
+    p = f"/model/layers.{layer}/attn"
+    H = dims.hidden_size
+    qkv = linear(g, x, f"layers.{layer}.attn.qkv", name=f"{p}/qkv")
+    qkv = g.op("Add", [qkv, f"layers.{layer}.attn.qkv.bias"], name=f"{p}/qkv/Add")
+    q, k, v = g.node("Split", [qkv, g.constant([H, H, H])], name=f"{p}/qkv/Split", outputs=3, axis=-1)
+    past_k, past_v = g.node("Split", [contract.past_name(layer), g.constant([1, 1])], name=f"{p}/past/Split",
+                            outputs=2, axis=0)
+    axis0 = g.constant([0])
+    past_k = g.op("Squeeze", [past_k, axis0], name=f"{p}/past/SqueezeKey")
+    past_v = g.op("Squeeze", [past_v, axis0], name=f"{p}/past/SqueezeValue")
+    context, present_k, present_v = g.node(
+        "MultiHeadAttention", [q, k, v, "", contract.ATTENTION_MASK, "", past_k, past_v],
+        name=f"{p}/MultiHeadAttention", outputs=3, domain=MS_DOMAIN,
+        num_heads=dims.num_heads, unidirectional=1, scale=float(dims.attention_scales[layer]),
+    )
+    present_k = g.op("Unsqueeze", [present_k, axis0], name=f"{p}/present/UnsqueezeKey")
+    present_v = g.op("Unsqueeze", [present_v, axis0], name=f"{p}/present/UnsqueezeValue")
+    g.node("Concat", [present_k, present_v], name=f"{p}/present/Concat", outputs=[contract.present_name(layer)],
+           axis=0)
+    return linear(g, context, f"layers.{layer}.attn.out", name=f"{p}/out")
 
 
 def _mlp(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
     """fc_in -> activation -> fc_out, without fc_out's bias (fused into the next SkipLayerNorm)."""
     p = f"/model/layers.{layer}/mlp"
-    up = g.op("MatMul", [x, f"layers.{layer}.mlp.fc_in.weight"], name=f"{p}/fc_in/MatMul")
+    up = linear(g, x, f"layers.{layer}.mlp.fc_in", name=f"{p}/fc_in")
     bias = f"layers.{layer}.mlp.fc_in.bias"
     if dims.activation == "gelu":
         act = g.op("BiasGelu", [up, bias], name=f"{p}/BiasGelu", domain=MS_DOMAIN)
@@ -179,7 +249,7 @@ def _mlp(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
     else:
         biased = g.op("Add", [up, bias], name=f"{p}/fc_in/Add")
         act = g.op("Relu", [biased], name=f"{p}/Relu")
-    return g.op("MatMul", [act, f"layers.{layer}.mlp.fc_out.weight"], name=f"{p}/fc_out/MatMul")
+    return linear(g, act, f"layers.{layer}.mlp.fc_out", name=f"{p}/fc_out")
 
 
 def _skip_norm(
@@ -241,9 +311,16 @@ def post_ln_layers(g: GraphBuilder, dims: ModelDims, tokens: str, positions: str
 
 
 def lm_head(g: GraphBuilder, dims: ModelDims, hidden: str, initializers: dict[str, TensorProto]) -> None:
-    """``hidden ─► [project_out] ─► FusedMatMul(embed_tokens or lm_head, transB=1) ─► logits``."""
+    """``hidden ─► [project_out] ─► FusedMatMul(embed_tokens or lm_head, transB=1) ─► logits``
+    (MatMulNBits over the quantized head when quantized)."""
     if dims.has_projection:
-        hidden = g.op("MatMul", [hidden, "project_out.weight"], name="/model/project_out/MatMul")
+        hidden = linear(g, hidden, "project_out", name="/model/project_out")
+    if "lm_head" in g.quantized:
+        q = g.quantized["lm_head"]
+        g.node("MatMulNBits", [hidden, "lm_head.qweight", "lm_head.scales"], name="/model/lm_head/MatMulNBits",
+               outputs=[contract.LOGITS], domain=MS_DOMAIN, K=q.K, N=q.N, bits=q.bits, block_size=q.block_size,
+               accuracy_level=q.accuracy_level)
+        return
     head = "lm_head.weight" if "lm_head.weight" in initializers else "embed_tokens.weight"
     g.node("FusedMatMul", [hidden, head], name="/model/lm_head/FusedMatMul", outputs=[contract.LOGITS],
            domain=MS_DOMAIN, transB=1)
@@ -255,7 +332,7 @@ def layer_stack(dims: ModelDims):
 
 def build_decoder_graph(
     dims: ModelDims,
-    initializers: dict[str, TensorProto],
+    weights: WrittenWeights,
     *,
     logits: LogitsMode = "all",
     name: str = "decoder",
@@ -266,8 +343,8 @@ def build_decoder_graph(
     (``logits`` is then [B, 1, V]): what the generation operators read, without the
     cost of projecting every prompt token onto the vocabulary.
     """
-    g = GraphBuilder(name)
-    g.initializers.extend(initializers.values())
+    g = GraphBuilder(name, quantized=weights.quantized)
+    g.initializers.extend(weights.initializers.values())
     _declare_io(g, dims, logits)
     tokens = token_embeddings(g, dims)
     positions = position_embeddings(g, dims, positions_from_mask(g))
@@ -277,5 +354,5 @@ def build_decoder_graph(
             "Slice", [hidden, g.constant([-1]), g.constant([_INT64_MAX]), g.constant([1])],
             name="/model/last_token/Slice",
         )
-    lm_head(g, dims, hidden, initializers)
+    lm_head(g, dims, hidden, weights.initializers)
     return g.build()

@@ -26,7 +26,7 @@ from onnx import TensorProto
 
 from ortgen import contract
 from ortgen.arch import ModelDims
-from ortgen.export.decoder import layer_stack, lm_head, position_embeddings, token_embeddings
+from ortgen.export.decoder import WrittenWeights, layer_stack, linear, lm_head, position_embeddings, token_embeddings
 from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder
 
 SEQLENS_K = "seqlens_k"  # int32 [batch]: total valid length - 1 of each row (after this call)
@@ -53,7 +53,7 @@ def present_value_name(layer: int) -> str:
 def _gqa_attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
     """(B, S, hidden) -> (B, S, hidden); keys/values written into the layer's shared buffers."""
     p = f"/model/layers.{layer}/attn"
-    qkv = g.op("MatMul", [x, f"layers.{layer}.attn.qkv.weight"], name=f"{p}/qkv/MatMul")
+    qkv = linear(g, x, f"layers.{layer}.attn.qkv", name=f"{p}/qkv")
     qkv = g.op("Add", [qkv, f"layers.{layer}.attn.qkv.bias"], name=f"{p}/qkv/Add")  # packed (B, S, 3*hidden)
     context = g.node(
         "GroupQueryAttention",
@@ -66,12 +66,12 @@ def _gqa_attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
         scale=float(dims.attention_scales[layer]),
         do_rotary=0,
     )[0]
-    return g.op("MatMul", [context, f"layers.{layer}.attn.out.weight"], name=f"{p}/out/MatMul")
+    return linear(g, context, f"layers.{layer}.attn.out", name=f"{p}/out")
 
 
-def build_engine_graph(dims: ModelDims, initializers: dict[str, TensorProto]) -> onnx.GraphProto:
-    g = GraphBuilder("decoder_engine")
-    g.initializers.extend(initializers.values())
+def build_engine_graph(dims: ModelDims, weights: WrittenWeights) -> onnx.GraphProto:
+    g = GraphBuilder("decoder_engine", quantized=weights.quantized)
+    g.initializers.extend(weights.initializers.values())
     kv_shape = ["batch_size", dims.num_heads, "max_sequence_length", dims.head_dim]
     g.input(contract.INPUT_IDS, TensorProto.INT32, ["batch_size", "sequence_length"])
     g.input(contract.POSITION_IDS, TensorProto.INT32, ["batch_size", "sequence_length"])
@@ -100,7 +100,7 @@ def build_engine_graph(dims: ModelDims, initializers: dict[str, TensorProto]) ->
     flat_index = g.op("Add", [offsets, last], name="/model/last/Index")
     flat = g.op("Reshape", [hidden, g.constant([-1, dims.hidden_size])], name="/model/last/Flatten")
     picked = g.op("Gather", [flat, flat_index], name="/model/last/Gather", axis=0)  # (B, hidden)
-    lm_head(g, dims, picked, initializers)
+    lm_head(g, dims, picked, weights.initializers)
     return g.build()
 
 

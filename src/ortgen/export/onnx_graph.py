@@ -74,9 +74,10 @@ class WeightFile:
 class GraphBuilder:
     """Collects the nodes, initializers, inputs and outputs of one graph."""
 
-    def __init__(self, name: str, weights: WeightFile | None = None) -> None:
+    def __init__(self, name: str, weights: WeightFile | None = None, quantized: dict | None = None) -> None:
         self.name = name
         self.weights = weights
+        self.quantized = quantized or {}  # role -> QuantizedLinear, for MatMulNBits
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []

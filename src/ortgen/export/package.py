@@ -44,6 +44,7 @@ from ortgen.export.generation import (
     make_model,
 )
 from ortgen.export.onnx_graph import WeightFile
+from ortgen.export.quantize import QuantConfig
 from ortgen.export.tokenizer_files import has_tokenizer_files, package_tokenizer
 from ortgen.export.weights import DecoderWeights
 from ortgen.manifest import Architecture, FileEntry, GraphInfo, Manifest, TensorSpec, file_entry
@@ -66,6 +67,7 @@ class ExportOptions:
 
     force: bool = False
     tokenizer: Path | None = None  # take the tokenizer from this directory instead of MODEL's
+    quantize: QuantConfig | None = None  # weight-only int8 / int4 (MatMulNBits)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     show_progress: bool = True
 
@@ -175,7 +177,7 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
     weight_file = WeightFile(staging / contract.WEIGHTS_FILE)
     progress = Progress(f"writing {dims.num_layers} layers", dims.num_layers, enabled=options.show_progress)
     try:
-        initializers = write_decoder_weights(dims, weights, weight_file, progress.update)
+        written = write_decoder_weights(dims, weights, weight_file, progress.update, options.quantize)
     finally:
         weights_sha = weight_file.close()
         progress.close()
@@ -189,9 +191,9 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         files[name] = file_entry(staging / name)
         graphs[key] = _graph_info(model, name, operator, logits, **attributes)
 
-    save(contract.DECODER, make_model(build_decoder_graph(dims, initializers, logits="all")), None, "all")
-    save(contract.DECODER_ENGINE, make_model(build_engine_graph(dims, initializers)), None, "last")
-    last_only = build_decoder_graph(dims, initializers, logits="last")
+    save(contract.DECODER, make_model(build_decoder_graph(dims, written, logits="all")), None, "all")
+    save(contract.DECODER_ENGINE, make_model(build_engine_graph(dims, written)), None, "last")
+    last_only = build_decoder_graph(dims, written, logits="last")
     save(contract.BEAM, build_beam_search(dims, last_only, tokens), "BeamSearch", "last", early_stopping=False)
     save(contract.BEAM_EARLY_STOPPING, build_beam_search(dims, last_only, tokens, early_stopping=True),
          "BeamSearch", "last", early_stopping=True)
@@ -218,6 +220,7 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
             bos_token_id=dims.bos_token_id, eos_token_id=tokens.eos_token_id, pad_token_id=tokens.pad_token_id
         ),
         dtype="float32",
+        weights_dtype=written.dtype,
         graphs=graphs,
         weights_file=contract.WEIGHTS_FILE,
         files=files,

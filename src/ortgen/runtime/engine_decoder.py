@@ -75,9 +75,21 @@ class EngineDecoder:
         self.session = session
         self.num_layers, self.num_heads, self.head_dim, self.vocab_size = num_layers, num_heads, head_dim, vocab_size
         self._logits: dict[int, tuple[np.ndarray, Any]] = {}
+        self._cache: KVCache | None = None
 
     def new_cache(self, rows: int, capacity: int) -> KVCache:
-        return KVCache.allocate(self.num_layers, rows, self.num_heads, capacity, self.head_dim)
+        """A cache for ``rows`` sequences of up to ``capacity`` positions.
+
+        The last one is reused when it fits: its memory is already mapped (fresh pages cost a
+        page fault each on first write), and stale contents are never read, since attention
+        only looks at each row's first ``length`` positions and every prompt is written
+        from position 0.
+        """
+        cached = self._cache
+        if cached is not None and cached.rows == rows and capacity <= cached.capacity <= 2 * capacity:
+            return cached
+        self._cache = KVCache.allocate(self.num_layers, rows, self.num_heads, capacity, self.head_dim)
+        return self._cache
 
     def _logits_buffer(self, rows: int) -> tuple[np.ndarray, Any]:
         if rows not in self._logits:

@@ -142,6 +142,18 @@ def sample_or_greedy(
     yield results
 
 
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the indices and values of the k largest scores, best first (ties: lower index first).
+
+    argpartition + a sort of k items: a full sort of num_beams * vocab scores per step cost
+    more than the decoder step itself.
+    """
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(scores, part, axis=1)
+    order = np.stack([np.lexsort((part[b], -values[b])) for b in range(scores.shape[0])])
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
 def beam_search(
     decoder: EngineDecoder, prompts: Sequence[Sequence[int]], spec: SearchSpec
 ) -> list[list[Hypothesis]]:
@@ -187,8 +199,7 @@ def beam_search(
             order = np.argsort(-top_scores, axis=1, kind="stable")
             top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
         else:
-            top = np.argsort(-accumulated, axis=1, kind="stable")[:, :K]
-            top_scores = np.take_along_axis(accumulated, top, axis=1)
+            top, top_scores = _top_k(accumulated, K)
         source_beam, tokens = top // V, top % V
         candidates = np.take_along_axis(running, source_beam[:, :, None], axis=1)  # (B, K, max_length)
         candidates[:, :, cur] = tokens
