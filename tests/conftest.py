@@ -47,6 +47,7 @@ class _Zoo:
         self.root = root
         self._models: dict = {}
         self._packages: dict = {}
+        self._trained: dict = {}
 
     def model(self, arch: str, *, eos_bias: float | None = None, sharpness: float | None = None):
         from tests.helpers.models import build_tiny_model
@@ -67,6 +68,32 @@ class _Zoo:
             out = self.root / "packages" / model.directory.name
             out.parent.mkdir(parents=True, exist_ok=True)
             export_package(str(model.directory), out, ExportOptions(show_progress=False))
+            self._packages[key] = out
+        return self._packages[key]
+
+
+    def trained(self, arch: str):
+        """A tiny model fitted to the demo corpus (confident predictions, like a real LM) and the
+        corpus lines as its token ids."""
+        from tests.helpers.models import build_tiny_model, train_on_demo_corpus
+
+        if arch not in self._trained:
+            model = build_tiny_model(arch, self.root / "models" / f"{arch}-trained")
+            self._trained[arch] = (model, train_on_demo_corpus(model))
+        return self._trained[arch]
+
+    def quantized_package(self, arch: str, weights: str) -> Path:
+        """The trained ``arch`` model exported with ``weights`` (int8, int4)."""
+        from ortgen.export.package import ExportOptions, export_package
+        from ortgen.export.quantize import QuantConfig
+
+        key = ("trained", arch, weights)
+        if key not in self._packages:
+            model, _ = self.trained(arch)
+            out = self.root / "packages" / f"{arch}-trained-{weights}"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            export_package(str(model.directory), out,
+                           ExportOptions(show_progress=False, quantize=QuantConfig.parse(weights)))
             self._packages[key] = out
         return self._packages[key]
 

@@ -57,6 +57,21 @@ PRESETS: dict[str, BioGptShape] = {
 }
 
 
+@dataclass(frozen=True)
+class Gpt2Shape:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    max_positions: int
+    vocab_size: int
+
+
+GPT2_PRESETS: dict[str, Gpt2Shape] = {
+    "gpt2-tiny": Gpt2Shape(hidden_size=64, num_layers=2, num_heads=4, max_positions=256, vocab_size=1000),
+    "gpt2-medium": Gpt2Shape(hidden_size=1024, num_layers=24, num_heads=16, max_positions=1024, vocab_size=50257),
+}
+
+
 def demo_corpus() -> str:
     return resources.files("ortgen").joinpath("data/demo_corpus.txt").read_text(encoding="utf-8")
 
@@ -205,4 +220,50 @@ def build_random_biogpt(
     (directory / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2}, indent=2), encoding="utf-8"
     )
+    return directory
+
+
+def build_random_gpt2(directory: Path, preset: str = "gpt2-medium", *, seed: int = 0, std: float = 0.02) -> Path:
+    """A GPT-2-architecture Hugging Face directory with random weights (for comparisons with tools
+    that cannot load BioGPT, such as CTranslate2). Its vocabulary is placeholder tokens ("t123"):
+    benchmarks feed token ids."""
+    if preset not in GPT2_PRESETS:
+        raise OrtgenError(f"unknown GPT-2 preset {preset!r}; choose from {', '.join(GPT2_PRESETS)}")
+    c = GPT2_PRESETS[preset]
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    H, V = c.hidden_size, c.vocab_size
+
+    def normal(*dims: int):
+        return dims, lambda: (rng.standard_normal(dims, dtype=np.float32) * std)
+
+    def const(value: float, n: int) -> np.ndarray:
+        return np.full(n, value, dtype=np.float32)
+
+    tensors: dict = {"transformer.wte.weight": normal(V, H), "transformer.wpe.weight": normal(c.max_positions, H)}
+    for i in range(c.num_layers):
+        p = f"transformer.h.{i}."
+        tensors[p + "ln_1.weight"], tensors[p + "ln_1.bias"] = const(1.0, H), const(0.0, H)
+        tensors[p + "attn.c_attn.weight"], tensors[p + "attn.c_attn.bias"] = normal(H, 3 * H), normal(3 * H)
+        tensors[p + "attn.c_proj.weight"], tensors[p + "attn.c_proj.bias"] = normal(H, H), normal(H)
+        tensors[p + "ln_2.weight"], tensors[p + "ln_2.bias"] = const(1.0, H), const(0.0, H)
+        tensors[p + "mlp.c_fc.weight"], tensors[p + "mlp.c_fc.bias"] = normal(H, 4 * H), normal(4 * H)
+        tensors[p + "mlp.c_proj.weight"], tensors[p + "mlp.c_proj.bias"] = normal(4 * H, H), normal(H)
+    tensors["transformer.ln_f.weight"], tensors["transformer.ln_f.bias"] = const(1.0, H), const(0.0, H)
+    write_safetensors(directory / "model.safetensors", tensors)
+    eos = V - 1
+    config = {
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": V, "n_embd": H,
+        "n_layer": c.num_layers, "n_head": c.num_heads, "n_positions": c.max_positions, "n_ctx": c.max_positions,
+        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "bos_token_id": eos, "eos_token_id": eos,
+        "tie_word_embeddings": True,
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    vocab = {f"t{i}": i for i in range(V - 1)}
+    vocab["<|endoftext|>"] = eos
+    (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+         "unk_token": "<|endoftext|>", "model_max_length": c.max_positions}, indent=2), encoding="utf-8")
     return directory

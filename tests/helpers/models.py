@@ -136,3 +136,36 @@ def build_tiny_model(
     model.generation_config.pad_token_id = pad
     model.save_pretrained(directory)
     return TinyModel(arch, directory, eos, pad, vocab, 64)
+
+
+def train_on_demo_corpus(model: TinyModel, steps: int = 200, lr: float = 3e-3, seed: int = 0) -> list[list[int]]:
+    """Fit ``model`` to the demo corpus (full batch, AdamW) and save it in place; return the
+    corpus lines as token ids.
+
+    Random tiny models predict almost uniformly, so near-ties decide every greedy step; a
+    model fitted to some text is confident the way real language models are, which is what
+    quantization-quality tests need.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(model.directory)
+    lines = [tokenizer(line)["input_ids"][: model.max_positions - 4] for line in demo_corpus().splitlines()]
+    width = max(map(len, lines))
+    ids = torch.full((len(lines), width), model.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row, line in enumerate(lines):
+        ids[row, : len(line)] = torch.tensor(line)
+        mask[row, : len(line)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    network = AutoModelForCausalLM.from_pretrained(model.directory)
+    network.train()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = network(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    network.eval()
+    network.save_pretrained(model.directory)
+    return lines

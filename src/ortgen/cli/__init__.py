@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from ortgen import __version__
-from ortgen.cli import convert, demo, export, generate, inspect, random_model, validate
+from ortgen.cli import bench, convert, demo, export, generate, inspect, random_model, validate
 from ortgen.errors import OrtgenError
 
 DESCRIPTION = """\
@@ -22,9 +22,10 @@ with beam search, greedy search and sampling running inside ONNX Runtime.
   ortgen generate pkg "Aspirin is" --num-beams 5 --max-new-tokens 40
   ortgen validate pkg --reference microsoft/biogpt    prove it generates what transformers does
   ortgen convert-fairseq QA-PubMedQA-BioGPT -o hf-dir  fairseq BioGPT -> Hugging Face
+  ortgen bench --quick                     speed against transformers and CTranslate2 on this machine
 """
 
-VERBS = (demo, export, inspect, generate, validate, convert, random_model)
+VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model)
 
 
 def _setup_logging(verbosity: int) -> None:

@@ -96,6 +96,23 @@ class SamplingCheck:
 
 
 @dataclass
+class QuantizationQuality:
+    """A quantized package measured against the float32 reference (see quantization_check)."""
+
+    weights: str
+    prompts: int
+    steps: int  # teacher-forced greedy decisions compared
+    greedy_agreement: float
+    same_greedy_output: float  # share of prompts with an identical free-running greedy continuation
+    max_abs_logit_error: float
+    mean_abs_logit_error: float
+    relative_logit_error: float
+    tolerance: dict[str, float] = field(default_factory=dict)
+    status: str = PASS
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Report:
     package: str
     reference: str
@@ -105,6 +122,7 @@ class Report:
     decoder: list[DecoderCase] = field(default_factory=list)
     generation: list[GenerationCase] = field(default_factory=list)
     sampling: list[SamplingCheck] = field(default_factory=list)
+    quantization: QuantizationQuality | None = None
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -116,12 +134,14 @@ class Report:
             EXPLAINED: sum(c.status == EXPLAINED for c in self.generation),
             MISMATCH: sum(c.status == MISMATCH for c in self.generation),
             "sampling_failed": sum(c.status == FAIL for c in self.sampling),
+            "quantization_failed": int(self.quantization is not None and self.quantization.status == FAIL),
         }
 
     @property
     def ok(self) -> bool:
         c = self.counts
-        return not (self.files or c["decoder_failed"] or c[MISMATCH] or c["sampling_failed"])
+        return not (self.files or c["decoder_failed"] or c[MISMATCH] or c["sampling_failed"]
+                    or c["quantization_failed"])
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -194,12 +214,34 @@ def render(report: Report) -> str:
         lines.append("")
         lines.append("sampling (statistical)")
         lines += _table([[c.name, c.status, c.detail] for c in report.sampling], ["check", "result", "detail"])
+    q = report.quantization
+    if q is not None:
+        lines.append("")
+        lines.append(f"quantization ({q.weights} weights vs float32 transformers, {q.prompts} prompts, "
+                     f"{q.steps} greedy steps)")
+        tol = q.tolerance
+        rows = [
+            ["greedy agreement (teacher-forced)", f"{q.greedy_agreement:.3f}",
+             f">= {tol['min_greedy_agreement']}" if tol else "-"],
+            ["same greedy output", f"{q.same_greedy_output:.2f}", "-"],
+            ["relative logit error", f"{q.relative_logit_error:.4f}",
+             f"<= {tol['max_relative_logit_error']}" if tol else "-"],
+            ["mean |logit diff|", f"{q.mean_abs_logit_error:.4f}", "-"],
+            ["max |logit diff|", f"{q.max_abs_logit_error:.4f}", "-"],
+        ]
+        lines += _table(rows, ["metric", "value", "tolerance"])
+        lines.append(f"result: {q.status}" + (f" ({'; '.join(q.problems)})" if q.problems else ""))
     c = report.counts
     lines.append("")
-    parts = [f"generation {c[MATCH]} match, {c[EXPLAINED]} explained, {c[MISMATCH]} unexplained",
-             f"decoder {len(report.decoder) - c['decoder_failed']}/{len(report.decoder)} ok"]
+    parts = []
+    if report.generation:
+        parts.append(f"generation {c[MATCH]} match, {c[EXPLAINED]} explained, {c[MISMATCH]} unexplained")
+    if report.decoder:
+        parts.append(f"decoder {len(report.decoder) - c['decoder_failed']}/{len(report.decoder)} ok")
     if report.sampling:
         parts.append(f"sampling {len(report.sampling) - c['sampling_failed']}/{len(report.sampling)} ok")
+    if q is not None:
+        parts.append(f"{q.weights} quality {q.status}")
     if report.files:
         parts.append("files damaged")
     lines.append(f"{'PASS' if report.ok else 'FAIL'}: {'; '.join(parts)}; {report.seconds:.1f}s")

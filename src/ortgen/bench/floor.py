@@ -1,0 +1,119 @@
+"""The speed floor of a workload on this machine, measured in the same run as the systems.
+
+Decoding reads every weight once per step; the prompt is compute-bound. So, with the
+matrix-multiply rate ``R`` (FLOP/s) and the memory bandwidth ``BW`` (bytes/s) measured here
+by ONNX Runtime itself:
+
+    floor = prompt FLOPs / R  +  sum over steps of max(step FLOPs / R, (weight bytes + KV bytes read) / BW)
+
+with the prompt run once per input (num_beams copies share it) and FLOPs = 2 x parameters x
+tokens. It is a lower bound for any implementation of the workload on this machine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from ortgen.bench.workloads import Workload
+
+
+@dataclass(frozen=True)
+class MachineRates:
+    matmul_gflops: float  # float32 GEMM, ONNX Runtime, all threads
+    int8_gflops: float  # MatMulNBits int8 (accuracy level 4), M=512
+    bandwidth_gbs: float  # GEMV streaming a 1 GB float32 weight, ONNX Runtime
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _session(nodes, inputs, outputs, initializers) -> ort.InferenceSession:
+    graph = helper.make_graph(nodes, "probe", inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 9
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _best_time(run, repeats: int) -> float:
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def measure_rates(quick: bool = False) -> MachineRates:
+    rng = np.random.default_rng(0)
+    M, K, N = (128, 512, 1024) if quick else (512, 1024, 4096)
+    w = rng.standard_normal((K, N), dtype=np.float32) * 0.02
+    x = rng.standard_normal((M, K), dtype=np.float32)
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])
+    gemm = _session([helper.make_node("MatMul", ["x", "w"], ["y"])], [x_info], [y_info],
+                    [numpy_helper.from_array(w, "w")])
+    gflops = 2 * M * K * N / _best_time(lambda: gemm.run(None, {"x": x}), 5) / 1e9
+
+    from ortgen.export.quantize import QuantConfig, quantize_blockwise
+
+    packed, scales = quantize_blockwise(w, QuantConfig(bits=8))
+    nbits = helper.make_node("MatMulNBits", ["x", "q", "s"], ["y"], domain="com.microsoft", K=K, N=N, bits=8,
+                             block_size=32, accuracy_level=4)
+    int8 = _session([nbits], [x_info], [y_info], [numpy_helper.from_array(packed, "q"),
+                                                  numpy_helper.from_array(scales, "s")])
+    int8_gflops = 2 * M * K * N / _best_time(lambda: int8.run(None, {"x": x}), 5) / 1e9
+
+    # GEMV over a weight much larger than any cache: bytes streamed per second
+    K2, N2 = (2048, 8192) if quick else (8192, 32768)
+    big = rng.standard_normal((K2, N2), dtype=np.float32)
+    v = rng.standard_normal((1, K2), dtype=np.float32)
+    gemv = _session([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, K2])],
+                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, N2])],
+                    [numpy_helper.from_array(big, "w")])
+    bandwidth = big.nbytes / _best_time(lambda: gemv.run(None, {"x": v}), 3) / 1e9
+    del big, gemv
+    return MachineRates(round(gflops, 1), round(int8_gflops, 1), round(bandwidth, 1))
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What one token costs: parameters multiplied, weight bytes read, KV bytes per cached position."""
+
+    parameters: int  # multiplied per token (embedding gathers excluded, output projection included)
+    weight_bytes: int  # read per decoding step
+    kv_bytes_per_position: int  # per row: 2 (K, V) x layers x hidden x 4 bytes
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def floor_seconds(w: Workload, cost: ModelCost, rates: MachineRates, int8: bool) -> float:
+    rate = (rates.int8_gflops if int8 else rates.matmul_gflops) * 1e9
+    bandwidth = rates.bandwidth_gbs * 1e9
+    seconds = 2 * cost.parameters * w.prompt_tokens * w.batch / rate  # prompt once per input
+    rows = w.batch * w.num_beams
+    for step in range(w.new_tokens):
+        flops = 2 * cost.parameters * rows
+        kv = cost.kv_bytes_per_position * rows * (w.prompt_tokens + step)
+        seconds += max(flops / rate, (cost.weight_bytes + kv) / bandwidth)
+    return seconds
+
+
+def model_cost(package_dir) -> ModelCost:
+    """From a package's manifest: multiplied parameters and the bytes a step reads."""
+    from ortgen.manifest import Manifest
+
+    m = Manifest.load(package_dir)
+    a = m.architecture
+    gathered = a.vocab_size * a.hidden_size + (a.max_positions + a.position_offset) * a.hidden_size
+    multiplied = a.parameters - gathered + a.vocab_size * a.hidden_size  # the tied head multiplies the table
+    per_weight = {"float32": 4.0, "int8": 1.0 + 4 / 32, "int4": 0.5 + 4 / 32}[m.weights_dtype]
+    return ModelCost(int(multiplied), int(multiplied * per_weight), 2 * a.num_layers * a.hidden_size * 4)
+

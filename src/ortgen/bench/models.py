@@ -1,0 +1,72 @@
+"""The benchmark's models: random-weight checkpoints of real shapes, their packages and conversions.
+
+Everything is built once under a work directory and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# name -> (family, preset, quick preset)
+MODELS = {
+    "biogpt-base": ("biogpt", "biogpt-base", "demo"),
+    "biogpt-large": ("biogpt", "biogpt-large", "demo"),
+    "gpt2-medium": ("gpt2", "gpt2-medium", "gpt2-tiny"),
+}
+
+
+@dataclass
+class BenchModel:
+    name: str
+    family: str
+    hf_dir: Path
+    packages: dict[str, Path]  # weights dtype -> package
+    ct2_dir: Path | None
+    vocab_size: int
+    first_token: int | None  # prompts start with it (BioGPT's </s>)
+    pad_token_id: int
+    eos_token_id: int
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(name: str, workdir: Path, *, quick: bool, dtypes: list[str], ctranslate2: bool) -> BenchModel:
+    from ortgen.export.package import ExportOptions, export_package
+    from ortgen.export.quantize import QuantConfig
+    from ortgen.manifest import Manifest
+    from ortgen.random_models import build_random_biogpt, build_random_gpt2
+
+    family, preset, quick_preset = MODELS[name]
+    preset = quick_preset if quick else preset
+    root = workdir / preset
+    hf_dir = root / "hf"
+    if not (hf_dir / "config.json").is_file():
+        log.info("building a random %s checkpoint in %s", preset, hf_dir)
+        if family == "biogpt":
+            build_random_biogpt(hf_dir, preset)
+        else:
+            build_random_gpt2(hf_dir, preset)
+    packages = {}
+    for dtype in dtypes:
+        package = root / f"package-{dtype}"
+        if not (package / "ortgen.json").is_file():
+            log.info("exporting %s (%s weights)", preset, dtype)
+            quant = QuantConfig.parse(None if dtype == "float32" else dtype)
+            export_package(str(hf_dir), package, ExportOptions(force=True, quantize=quant, show_progress=False))
+        packages[dtype] = package
+    ct2_dir = None
+    if ctranslate2 and family == "gpt2":
+        ct2_dir = root / "ctranslate2"
+        if not (ct2_dir / "model.bin").is_file():
+            import ctranslate2 as ct2
+
+            log.info("converting %s for CTranslate2", preset)
+            ct2.converters.TransformersConverter(str(hf_dir)).convert(str(ct2_dir), force=True)
+    manifest = Manifest.load(next(iter(packages.values())))
+    special = manifest.special_tokens
+    first = 2 if family == "biogpt" else None
+    return BenchModel(name, family, hf_dir, packages, ct2_dir, manifest.architecture.vocab_size, first,
+                      special.pad_token_id, special.eos_token_id)

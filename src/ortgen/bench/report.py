@@ -1,0 +1,78 @@
+"""Benchmark output: JSON (everything), a markdown table (the README's), a PNG plot."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    machine = result["machine"]
+    rates = result["rates"]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; "
+        f"{machine['device']}. Measured rates: float32 GEMM {rates['matmul_gflops']} GFLOP/s, "
+        f"int8 MatMulNBits {rates['int8_gflops']} GFLOP/s, weight streaming {rates['bandwidth_gbs']} GB/s. "
+        f"Medians of {result['repeats']} runs after a warm-up; random weights, fixed lengths.",
+        "",
+        "| model | workload | system | seconds | tokens/s | vs transformers | floor s | x floor | memory GB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in result["measurements"]:
+        speed = f"{m['speedup_vs_transformers']:.2f}x" if m["speedup_vs_transformers"] is not None else "-"
+        floor = f"{m['floor_seconds']:.3g}" if m["floor_seconds"] is not None else "-"
+        ratio = f"{m['ratio_to_floor']:.2f}" if m["ratio_to_floor"] is not None else "-"
+        lines.append(f"| {m['model']} | {m['workload']} | {m['system']} | {m['seconds']:.3g} | "
+                     f"{m['tokens_per_second']:.1f} | {speed} | {floor} | {ratio} | {m['memory_gb']:.2f} |")
+    lines.append("")
+    lines.append("Workloads: " + "; ".join(f"{k}: {v}" for k, v in result["workloads"].items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    """Speed-up over transformers per model and workload; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no plot (pip install 'ortgen[bench]')")
+        return False
+    measurements = [m for m in result["measurements"] if m["speedup_vs_transformers"]]
+    models = list(dict.fromkeys(m["model"] for m in measurements))
+    if not models:
+        return False
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rows = [m for m in measurements if m["model"] == model]
+        workloads = list(dict.fromkeys(m["workload"] for m in rows))
+        systems = list(dict.fromkeys(m["system"] for m in rows))
+        width = 0.8 / max(len(systems), 1)
+        for i, system in enumerate(systems):
+            values = [next((m["speedup_vs_transformers"] for m in rows if m["workload"] == w and m["system"] == system),
+                           0) for w in workloads]
+            ax.bar([x + i * width for x in range(len(workloads))], values, width, label=system)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(workloads))], workloads)
+        ax.set_title(model)
+        ax.set_ylabel("speed-up over transformers fp32")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / "bench.json", out_dir / "bench.md"]
+    files[0].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    files[1].write_text(markdown(result), encoding="utf-8")
+    if plot(result, out_dir / "bench.png"):
+        files.append(out_dir / "bench.png")
+    return files

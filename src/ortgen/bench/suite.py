@@ -1,0 +1,84 @@
+"""``run_suite``: prepare the models, measure the machine, run every system, write the report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ortgen import __version__
+from ortgen.bench import report
+from ortgen.bench.floor import measure_rates
+from ortgen.bench.models import prepare
+from ortgen.bench.runner import as_dicts, bench_model
+from ortgen.bench.workloads import QUICK, WORKLOADS
+
+log = logging.getLogger(__name__)
+
+ALL_SYSTEMS = ("transformers", "ortgen-graph", "ortgen-engine", "ctranslate2")
+
+
+def _machine() -> dict:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1e6
+    except OSError:
+        memory = 0.0
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory, 1), "device": "CPU",
+            "python": platform.python_version()}
+
+
+def _versions() -> dict:
+    import onnxruntime
+
+    versions = {"ortgen": __version__, "onnxruntime": onnxruntime.__version__}
+    for name in ("torch", "transformers", "ctranslate2"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    return versions
+
+
+def run_suite(models: Sequence[str], workloads: Sequence[str], systems: Sequence[str], dtypes: Sequence[str],
+              repeats: int, quick: bool, workdir: Path, out_dir: Path, command: str) -> dict:
+    started = time.time()
+    table = QUICK if quick else WORKLOADS
+    chosen = [table[w] for w in workloads]
+    log.info("measuring this machine's matmul rates and memory bandwidth")
+    rates = measure_rates(quick=quick)
+    log.info("rates: %s", rates.as_dict())
+    measurements = []
+    for name in models:
+        has_ct2 = "ctranslate2" in systems
+        if has_ct2:
+            try:
+                import ctranslate2  # noqa: F401
+            except ImportError:
+                log.warning("ctranslate2 is not installed: skipping it (pip install 'ortgen[bench]')")
+                has_ct2 = False
+        model = prepare(name, workdir, quick=quick, dtypes=list(dtypes), ctranslate2=has_ct2)
+        alternate = quick or "large" not in name  # BioGPT-Large: one system loaded at a time
+        measurements.extend(bench_model(model, chosen, systems, repeats, rates, alternate))
+    result = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": _machine(),
+        "versions": _versions(),
+        "rates": rates.as_dict(),
+        "repeats": repeats,
+        "quick": quick,
+        "workloads": {w.name: w.description for w in chosen},
+        "measurements": as_dicts(measurements),
+        "seconds": round(time.time() - started, 1),
+    }
+    files = report.write(result, out_dir)
+    log.info("wrote %s", ", ".join(str(f) for f in files))
+    return result

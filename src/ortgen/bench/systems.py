@@ -1,0 +1,123 @@
+"""The systems a benchmark compares, each behind the same small interface.
+
+``setup`` loads (not timed), ``run`` generates a workload's fixed number of tokens for its
+prompts (timed), ``teardown`` frees memory. Every system receives the same token ids and
+settings: num_beams, max_new_tokens = min_new_tokens (fixed length), no sampling.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from pathlib import Path
+from typing import Protocol
+
+from ortgen.bench.workloads import Workload
+
+
+class System(Protocol):
+    name: str  # e.g. "ortgen engine int8"
+    dtype: str
+
+    def setup(self) -> None: ...
+
+    def run(self, workload: Workload, prompts: list[list[int]]) -> None: ...
+
+    def teardown(self) -> None: ...
+
+
+class TransformersSystem:
+    """transformers' generate() in float32 on the CPU, all cores."""
+
+    dtype = "float32"
+
+    def __init__(self, model_dir: Path, pad_token_id: int, eos_token_id: int) -> None:
+        self.model_dir, self.pad, self.eos = model_dir, pad_token_id, eos_token_id
+        self.name = "transformers fp32"
+        self.model = None
+
+    def setup(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32).eval()
+
+    def run(self, workload: Workload, prompts: list[list[int]]) -> None:
+        import torch
+
+        ids = torch.tensor(prompts, dtype=torch.long)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                      num_beams=workload.num_beams, max_new_tokens=workload.new_tokens,
+                                      min_new_tokens=workload.new_tokens, length_penalty=1.0, early_stopping=False,
+                                      pad_token_id=self.pad, eos_token_id=self.eos)
+        assert out.shape[1] == workload.prompt_tokens + workload.new_tokens
+
+    def teardown(self) -> None:
+        self.model = None
+        gc.collect()
+
+
+class OrtgenSystem:
+    """An ortgen package on one backend: "graph" (in-graph operators) or "engine" (step engine)."""
+
+    def __init__(self, package_dir: Path, backend: str) -> None:
+        from ortgen.manifest import Manifest
+
+        self.package_dir, self.backend = package_dir, backend
+        self.dtype = Manifest.load(package_dir).weights_dtype
+        label = {"graph": "in-graph op", "engine": "step engine"}[backend]
+        self.name = f"ortgen {label} {'fp32' if self.dtype == 'float32' else self.dtype}"
+        self.generator = None
+
+    def setup(self) -> None:
+        from ortgen.runtime.generator import Generator
+
+        # one graph loaded at a time (each holds its own pre-packed weights); the untimed warm-up run
+        # of each workload loads the graph it needs
+        self.generator = Generator.load(self.package_dir, max_sessions=1)
+
+    def run(self, workload: Workload, prompts: list[list[int]]) -> None:
+        result = self.generator.generate(input_ids=prompts, num_beams=workload.num_beams,
+                                         max_new_tokens=workload.new_tokens, min_new_tokens=workload.new_tokens,
+                                         backend=self.backend)
+        assert all(len(s.token_ids) == workload.new_tokens for g in result.sequences for s in g)
+
+    def teardown(self) -> None:
+        self.generator = None
+        gc.collect()
+
+
+class CTranslate2System:
+    """CTranslate2's Generator on a converted copy of the model (GPT-2 / OPT only: it has no BioGPT)."""
+
+    def __init__(self, ct2_dir: Path, compute_type: str) -> None:
+        self.ct2_dir, self.compute_type = ct2_dir, compute_type
+        self.dtype = "int8" if compute_type.startswith("int8") else "float32"
+        self.name = f"CTranslate2 {'fp32' if self.dtype == 'float32' else 'int8'}"
+        self.generator = None
+        self.tokens: list[str] = []
+
+    def setup(self) -> None:
+        import ctranslate2
+
+        self.generator = ctranslate2.Generator(str(self.ct2_dir), device="cpu", compute_type=self.compute_type,
+                                               intra_threads=os.cpu_count() or 1)
+        vocab_file = next((self.ct2_dir / name for name in ("vocabulary.json", "vocabulary.txt")
+                           if (self.ct2_dir / name).is_file()))
+        if vocab_file.suffix == ".json":
+            self.tokens = json.loads(vocab_file.read_text(encoding="utf-8"))
+        else:
+            self.tokens = vocab_file.read_text(encoding="utf-8").split("\n")
+
+    def run(self, workload: Workload, prompts: list[list[int]]) -> None:
+        batch = [[self.tokens[i] for i in prompt] for prompt in prompts]
+        results = self.generator.generate_batch(batch, beam_size=workload.num_beams, max_length=workload.new_tokens,
+                                                min_length=workload.new_tokens, include_prompt_in_result=False)
+        assert all(len(r.sequences_ids[0]) == workload.new_tokens for r in results)
+
+    def teardown(self) -> None:
+        self.generator = None
+        gc.collect()

@@ -1,0 +1,69 @@
+"""``ortgen bench``: ortgen against transformers and CTranslate2 on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ortgen.cli._args import positive_int
+from ortgen.errors import OrtgenError
+
+
+def _csv(choices):
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}; got {text!r}")
+        return items
+    return parse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ortgen.bench.models import MODELS
+    from ortgen.bench.suite import ALL_SYSTEMS
+
+    p = sub.add_parser(
+        "bench",
+        help="benchmark ortgen against transformers and CTranslate2 (JSON, markdown table, PNG plot)",
+        description=(
+            "Run workloads W1 (prompt 64 -> 64, beam 5), W2 (prompt 512 -> 64, beam 5) and W3 (batch 8 x 128 -> "
+            "64, greedy) on random-weight models of real shapes (BioGPT base and Large; GPT-2-medium for "
+            "CTranslate2, which cannot load BioGPT), for transformers fp32, ortgen's in-graph operators and step "
+            "engine (fp32 and int8) and CTranslate2 (fp32, int8), in one process, alternating, medians. Also "
+            "measures this machine's matmul rate and memory bandwidth and reports each result against the "
+            "workload's floor. --quick: tiny models and workloads (CI smoke)."
+        ),
+        epilog="example: ortgen bench --models biogpt-base --workloads W1,W2 --out bench-results",
+    )
+    p.add_argument("--models", type=_csv(list(MODELS)), default=["biogpt-base", "gpt2-medium"],
+                   help=f"comma-separated, from {', '.join(MODELS)} (default biogpt-base,gpt2-medium)")
+    p.add_argument("--workloads", type=_csv(["W1", "W2", "W3"]), default=["W1", "W2", "W3"])
+    p.add_argument("--systems", type=_csv(list(ALL_SYSTEMS)), default=list(ALL_SYSTEMS))
+    p.add_argument("--weights", type=_csv(["float32", "int8", "int4"]), default=["float32", "int8"],
+                   help="ortgen package weight types (default float32,int8)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per system and workload (median)")
+    p.add_argument("--quick", action="store_true", help="tiny models and workloads: a smoke run in seconds")
+    p.add_argument("--workdir", type=Path, default=Path("bench-work"), help="models and packages (reused)")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="where bench.json/.md/.png go")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        if "transformers" in args.systems:
+            raise OrtgenError("the transformers baseline needs the export extra: pip install 'ortgen[export]'")
+    from ortgen.bench.report import markdown
+    from ortgen.bench.suite import run_suite
+
+    command = "ortgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("ortgen") else \
+        "ortgen bench"
+    result = run_suite(args.models, args.workloads, args.systems, args.weights, args.repeats, args.quick,
+                       args.workdir, args.out, command)
+    print(markdown(result))
+    return 0

@@ -1,0 +1,41 @@
+"""`ortgen bench --quick`: the whole suite end to end at smoke size (what CI runs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ortgen.cli import main
+
+
+def test_quick_bench_runs_every_system_and_writes_the_report(tmp_path, capsys):
+    pytest.importorskip("ctranslate2")
+    out = tmp_path / "results"
+    code = main(["bench", "--quick", "--models", "biogpt-base,gpt2-medium", "--workloads", "W1,W3",
+                 "--repeats", "1", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.md").read_text() in printed
+    rows = {(m["model"], m["workload"], m["system"]): m for m in result["measurements"]}
+    ortgen = [f"ortgen {b} {w}" for b in ("in-graph op", "step engine") for w in ("fp32", "int8")]
+    for model in ("biogpt-base", "gpt2-medium"):
+        for workload in ("W1", "W3"):
+            assert rows[(model, workload, "transformers fp32")]["speedup_vs_transformers"] == 1.0
+            for system in ortgen:
+                m = rows[(model, workload, system)]
+                assert m["seconds"] > 0 and m["floor_seconds"] > 0 and m["speedup_vs_transformers"] > 0
+    # CTranslate2 cannot load BioGPT: it runs on the GPT-2 shape only
+    assert ("gpt2-medium", "W1", "CTranslate2 int8") in rows
+    assert not any(k[0] == "biogpt-base" and k[2].startswith("CTranslate2") for k in rows)
+    assert all(v > 0 for v in result["rates"].values())
+    assert result["versions"]["onnxruntime"] and result["quick"] is True
+
+
+def test_bench_rejects_unknown_names_with_the_choices(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--models", "biogpt-huge"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "choose from biogpt-base, biogpt-large, gpt2-medium" in err

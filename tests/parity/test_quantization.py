@@ -1,0 +1,94 @@
+"""int8 / int4 packages hold their stated quality against the float32 transformers model.
+
+Measured on tiny models fitted to the demo corpus, prompted with the corpus lines' first
+tokens: confident predictions, as from a real language model (random models predict almost
+uniformly, so near-ties would decide most greedy steps). The tolerances are the ones
+``ortgen validate`` applies and docs/quantization.md states.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ortgen.cli import main
+from ortgen.manifest import Manifest
+from ortgen.runtime.generator import Generator
+from ortgen.validate.quantization_check import TOLERANCES, check_quantization
+from ortgen.validate.reference import Reference
+from ortgen.validate.report import FAIL, PASS
+from ortgen.validate.suite import batches_of
+
+PROMPT_LENGTHS = [3, 5, 2, 6, 4, 3, 7, 2, 5, 4]
+
+
+def corpus_prompts(lines: list[list[int]]) -> list[list[int]]:
+    """The first few tokens of every fourth corpus line."""
+    return [line[:n] for line, n in zip(lines[::4], PROMPT_LENGTHS)]
+
+
+def measure(zoo, arch: str, weights: str):
+    model, lines = zoo.trained(arch)
+    generator = Generator.load(zoo.quantized_package(arch, weights), max_sessions=1)
+    return check_quantization(generator, Reference.load(str(model.directory)), batches_of(corpus_prompts(lines)),
+                              new_tokens=20)
+
+
+@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt", "opt-post-ln"])
+def test_int8_holds_the_stated_tolerances(zoo, arch):
+    quality = measure(zoo, arch, "int8")
+    tolerance = TOLERANCES["int8"]
+    assert quality.status == PASS, quality.problems
+    assert quality.steps >= 150  # ten prompts, up to 20 greedy steps each
+    assert quality.greedy_agreement >= tolerance.min_greedy_agreement
+    assert 0 < quality.relative_logit_error <= tolerance.max_relative_logit_error  # quantized, but close
+
+
+@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt"])
+def test_int4_holds_the_stated_tolerances(zoo, arch):
+    quality = measure(zoo, arch, "int4")
+    assert quality.status == PASS, quality.problems
+    # four bits move logits more than eight
+    assert quality.relative_logit_error > measure(zoo, arch, "int8").relative_logit_error
+
+
+def test_int8_weights_are_smaller_and_generate_on_both_backends(zoo):
+    fp32 = zoo.package("biogpt")
+    int8 = zoo.quantized_package("biogpt", "int8")
+    assert Manifest.load(int8).weights_dtype == "int8"
+    generator = Generator.load(int8)
+    model, lines = zoo.trained("biogpt")
+    prompt = corpus_prompts(lines)[:2]
+    graph = generator.generate(input_ids=prompt, num_beams=3, max_new_tokens=8, backend="graph")
+    engine = generator.generate(input_ids=prompt, num_beams=3, max_new_tokens=8, backend="engine")
+    assert [s.token_ids for g in graph.sequences for s in g] == [s.token_ids for g in engine.sequences for s in g]
+    # the tiny model's weights are mostly its embedding table (kept float32); the linear layers shrink ~3.5x
+    assert (int8 / "weights.bin").stat().st_size < (fp32 / "weights.bin").stat().st_size
+
+
+def test_the_check_fails_when_the_package_is_not_the_reference(zoo):
+    """Against a different float32 model (same vocabulary, other weights) the check must fail."""
+    trained, lines = zoo.trained("biogpt")
+    generator = Generator.load(zoo.quantized_package("biogpt", "int8"), max_sessions=1)
+    other = Reference.load(str(zoo.model("biogpt").directory))  # the untrained model
+    quality = check_quantization(generator, other, batches_of(corpus_prompts(lines)), new_tokens=20)
+    assert quality.status == FAIL
+    assert any("greedy agreement" in p for p in quality.problems)
+    assert any("relative logit error" in p for p in quality.problems)
+
+
+def test_validate_cli_reports_quality_for_quantized_packages(zoo, tmp_path, capsys):
+    model, _ = zoo.trained("gpt2")
+    out = tmp_path / "report.json"
+    code = main(["validate", str(zoo.quantized_package("gpt2", "int8")), "--reference", str(model.directory),
+                 "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "quantization (int8 weights" in printed and "PASS: int8 quality pass" in printed
+    report = json.loads(out.read_text())
+    assert report["summary"]["ok"] and report["decoder"] == [] and report["generation"] == []
+    q = report["quantization"]
+    assert q["weights"] == "int8" and q["tolerance"]["min_greedy_agreement"] == TOLERANCES["int8"].min_greedy_agreement
+    assert np.isfinite(q["max_abs_logit_error"]) and q["max_abs_logit_error"] > 0
