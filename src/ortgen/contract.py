@@ -24,6 +24,32 @@ def present_name(layer: int) -> str:
     return f"present_{layer}"
 
 
+# Step-engine decoder (decoder_engine.onnx): also input_ids, position_ids, logits [batch, K, vocab],
+# past_key_i / past_value_i and present_key_i / present_value_i (the same buffers)
+SEQLENS_K = "seqlens_k"  # int32 [batch]: total valid length - 1 of each row (after this call)
+TOTAL_SEQUENCE_LENGTH = "total_sequence_length"  # int32 scalar: the longest row's total length
+QUERY_SEQLENS = "query_seqlens"  # int32 [batch]: new tokens of each row in this call (right-padded chunk)
+ATTENTION_BIAS = "attention_bias"  # float [batch or 1, 1, sequence, total]: 0 visible, -inf hidden
+LAST_INDEX = "last_index"  # int32 [batch, K]: which new positions of each row give logits
+
+
+def past_key_name(layer: int) -> str:
+    """float [batch, heads, capacity, head_dim], bound to the same buffer as present_key_name(layer)."""
+    return f"past_key_{layer}"
+
+
+def past_value_name(layer: int) -> str:
+    return f"past_value_{layer}"
+
+
+def present_key_name(layer: int) -> str:
+    return f"present_key_{layer}"
+
+
+def present_value_name(layer: int) -> str:
+    return f"present_value_{layer}"
+
+
 # Generation models
 MAX_LENGTH = "max_length"  # int32 [1]: prompt (padded) + new tokens
 MIN_LENGTH = "min_length"  # int32 [1]

@@ -85,6 +85,7 @@ class Manifest:
     tokenizer: TokenizerInfo | None
     prompt_format: dict[str, Any] | None = None
     weights_dtype: str = "float32"  # "float32", "int8" or "int4" (MatMulNBits, weight-only)
+    quantization: dict[str, Any] | None = None  # {"bits", "block_size", "accuracy_level"} when quantized
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -123,6 +124,7 @@ class Manifest:
             tokenizer=TokenizerInfo.from_dict(data["tokenizer"]) if data.get("tokenizer") else None,
             prompt_format=data.get("prompt_format"),
             weights_dtype=data.get("weights_dtype", "float32"),
+            quantization=data.get("quantization"),
             format_version=version,
         )
 

@@ -39,3 +39,12 @@ def test_bench_rejects_unknown_names_with_the_choices(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "choose from biogpt-base, biogpt-large, gpt2-medium" in err
+
+
+def test_cuda_device_without_a_cuda_provider_is_refused(capsys):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    assert main(["bench", "--quick", "--device", "cuda"]) == 1
+    assert "no CUDAExecutionProvider" in capsys.readouterr().err

@@ -14,11 +14,12 @@ def test_floor_is_the_prompt_once_plus_each_step_bound_by_compute_or_bytes():
     cost = ModelCost(parameters=1_000_000, weight_bytes=4_000_000, kv_bytes_per_position=1000)
     rates = MachineRates(matmul_gflops=1.0, int8_gflops=2.0, bandwidth_gbs=1.0)
     prompt = 2 * 1e6 * 10 / 1e9  # once, not once per beam
-    step0 = max(2 * 1e6 * 4 / 1e9, (4e6 + 1000 * 4 * 10) / 1e9)  # 8 ms compute vs 4.04 ms bytes
-    step1 = max(2 * 1e6 * 4 / 1e9, (4e6 + 1000 * 4 * 11) / 1e9)
+    # the prompt's keys and values are read once per step, then each beam's own tokens
+    step0 = max(2 * 1e6 * 4 / 1e9, (4e6 + 1000 * 10) / 1e9)  # 8 ms compute vs 4.01 ms bytes
+    step1 = max(2 * 1e6 * 4 / 1e9, (4e6 + 1000 * (10 + 4)) / 1e9)
     assert floor_seconds(w, cost, rates, int8=False) == pytest.approx(prompt + step0 + step1)
-    # int8 multiplies at its own rate
-    int8 = 2 * 1e6 * 10 / 2e9 + 2 * max(2 * 1e6 * 4 / 2e9, 4.04e-3) + (4.044e-3 - 4.04e-3)
+    # int8 multiplies at its own rate: 4 ms of compute, now below the bytes
+    int8 = 2 * 1e6 * 10 / 2e9 + (4e6 + 1000 * 10) / 1e9 + (4e6 + 1000 * 14) / 1e9
     assert floor_seconds(w, cost, rates, int8=True) == pytest.approx(int8)
 
 

@@ -6,8 +6,11 @@ by ONNX Runtime itself:
 
     floor = prompt FLOPs / R  +  sum over steps of max(step FLOPs / R, (weight bytes + KV bytes read) / BW)
 
-with the prompt run once per input (num_beams copies share it) and FLOPs = 2 x parameters x
-tokens. It is a lower bound for any implementation of the workload on this machine.
+with the prompt run once per input (its beams share it), FLOPs = 2 x parameters x tokens,
+and the keys and values a step must read: each input's prompt once, plus every beam's own
+generated tokens. Rates are the best of several runs. It is a lower bound for any
+implementation of the workload on this machine (attention FLOPs, small next to the matrix
+products at these lengths, are left out, which only lowers it).
 """
 
 from __future__ import annotations
@@ -25,18 +28,18 @@ from ortgen.bench.workloads import Workload
 @dataclass(frozen=True)
 class MachineRates:
     matmul_gflops: float  # float32 GEMM, ONNX Runtime, all threads
-    int8_gflops: float  # MatMulNBits int8 (accuracy level 4), M=512
+    int8_gflops: float  # MatMulNBits int8 (accuracy level 4, the default block size), M=512
     bandwidth_gbs: float  # GEMV streaming a 1 GB float32 weight, ONNX Runtime
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _session(nodes, inputs, outputs, initializers) -> ort.InferenceSession:
+def _session(nodes, inputs, outputs, initializers, providers: list[str]) -> ort.InferenceSession:
     graph = helper.make_graph(nodes, "probe", inputs, outputs, initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 9
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), providers=providers)
 
 
 def _best_time(run, repeats: int) -> float:
@@ -49,7 +52,11 @@ def _best_time(run, repeats: int) -> float:
     return best
 
 
-def measure_rates(quick: bool = False) -> MachineRates:
+def measure_rates(quick: bool = False, device: str = "cpu") -> MachineRates:
+    """Matmul rates and weight-streaming bandwidth of ONNX Runtime on ``device`` ("cpu", "cuda")."""
+    from ortgen.runtime.sessions import resolve_providers
+
+    providers = resolve_providers(device)
     rng = np.random.default_rng(0)
     M, K, N = (128, 512, 1024) if quick else (512, 1024, 4096)
     w = rng.standard_normal((K, N), dtype=np.float32) * 0.02
@@ -57,17 +64,18 @@ def measure_rates(quick: bool = False) -> MachineRates:
     x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])
     y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])
     gemm = _session([helper.make_node("MatMul", ["x", "w"], ["y"])], [x_info], [y_info],
-                    [numpy_helper.from_array(w, "w")])
-    gflops = 2 * M * K * N / _best_time(lambda: gemm.run(None, {"x": x}), 5) / 1e9
+                    [numpy_helper.from_array(w, "w")], providers)
+    gflops = 2 * M * K * N / _best_time(lambda: gemm.run(None, {"x": x}), 10) / 1e9
 
     from ortgen.export.quantize import QuantConfig, quantize_blockwise
 
-    packed, scales = quantize_blockwise(w, QuantConfig(bits=8))
+    config = QuantConfig.parse("int8")
+    packed, scales = quantize_blockwise(w, config)
     nbits = helper.make_node("MatMulNBits", ["x", "q", "s"], ["y"], domain="com.microsoft", K=K, N=N, bits=8,
-                             block_size=32, accuracy_level=4)
+                             block_size=config.block_size, accuracy_level=config.accuracy_level)
     int8 = _session([nbits], [x_info], [y_info], [numpy_helper.from_array(packed, "q"),
-                                                  numpy_helper.from_array(scales, "s")])
-    int8_gflops = 2 * M * K * N / _best_time(lambda: int8.run(None, {"x": x}), 5) / 1e9
+                                                  numpy_helper.from_array(scales, "s")], providers)
+    int8_gflops = 2 * M * K * N / _best_time(lambda: int8.run(None, {"x": x}), 10) / 1e9
 
     # GEMV over a weight much larger than any cache: bytes streamed per second
     K2, N2 = (2048, 8192) if quick else (8192, 32768)
@@ -76,8 +84,8 @@ def measure_rates(quick: bool = False) -> MachineRates:
     gemv = _session([helper.make_node("MatMul", ["x", "w"], ["y"])],
                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, K2])],
                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, N2])],
-                    [numpy_helper.from_array(big, "w")])
-    bandwidth = big.nbytes / _best_time(lambda: gemv.run(None, {"x": v}), 3) / 1e9
+                    [numpy_helper.from_array(big, "w")], providers)
+    bandwidth = big.nbytes / _best_time(lambda: gemv.run(None, {"x": v}), 10) / 1e9
     del big, gemv
     return MachineRates(round(gflops, 1), round(int8_gflops, 1), round(bandwidth, 1))
 
@@ -101,7 +109,7 @@ def floor_seconds(w: Workload, cost: ModelCost, rates: MachineRates, int8: bool)
     rows = w.batch * w.num_beams
     for step in range(w.new_tokens):
         flops = 2 * cost.parameters * rows
-        kv = cost.kv_bytes_per_position * rows * (w.prompt_tokens + step)
+        kv = cost.kv_bytes_per_position * w.batch * (w.prompt_tokens + step * w.num_beams)
         seconds += max(flops / rate, (cost.weight_bytes + kv) / bandwidth)
     return seconds
 
@@ -114,6 +122,7 @@ def model_cost(package_dir) -> ModelCost:
     a = m.architecture
     gathered = a.vocab_size * a.hidden_size + (a.max_positions + a.position_offset) * a.hidden_size
     multiplied = a.parameters - gathered + a.vocab_size * a.hidden_size  # the tied head multiplies the table
-    per_weight = {"float32": 4.0, "int8": 1.0 + 4 / 32, "int4": 0.5 + 4 / 32}[m.weights_dtype]
+    block = (m.quantization or {}).get("block_size", 32)
+    per_weight = {"float32": 4.0, "int8": 1.0 + 4 / block, "int4": 0.5 + 4 / block}[m.weights_dtype]
     return ModelCost(int(multiplied), int(multiplied * per_weight), 2 * a.num_layers * a.hidden_size * 4)
 

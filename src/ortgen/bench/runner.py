@@ -61,16 +61,16 @@ class SystemState:
     peaks: dict[str, float] = field(default_factory=dict)
 
 
-def systems_for(model: BenchModel, names: Sequence[str]) -> list[System]:
+def systems_for(model: BenchModel, names: Sequence[str], device: str = "cpu") -> list[System]:
     out: list[System] = []
     if "transformers" in names:
-        out.append(TransformersSystem(model.hf_dir, model.pad_token_id, model.eos_token_id))
+        out.append(TransformersSystem(model.hf_dir, model.pad_token_id, model.eos_token_id, device))
     for dtype, package in model.packages.items():
         for backend in ("graph", "engine"):
             if f"ortgen-{backend}" in names:
-                out.append(OrtgenSystem(package, backend))
+                out.append(OrtgenSystem(package, backend, device))
     if model.ct2_dir is not None and "ctranslate2" in names:
-        out.extend([CTranslate2System(model.ct2_dir, "float32"), CTranslate2System(model.ct2_dir, "int8")])
+        out.extend([CTranslate2System(model.ct2_dir, "float32", device), CTranslate2System(model.ct2_dir, "int8", device)])
     return out
 
 
@@ -91,8 +91,8 @@ def _load(state: SystemState) -> None:
 
 
 def bench_model(model: BenchModel, workloads: Sequence[Workload], system_names: Sequence[str], repeats: int,
-                rates: MachineRates, alternate: bool) -> list[Measurement]:
-    states = [SystemState(s) for s in systems_for(model, system_names)]
+                rates: MachineRates, alternate: bool, device: str = "cpu") -> list[Measurement]:
+    states = [SystemState(s) for s in systems_for(model, system_names, device)]
     runs: dict[tuple[str, str], list[float]] = {}
     if alternate:
         for state in states:

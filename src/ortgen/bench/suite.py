@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 ALL_SYSTEMS = ("transformers", "ortgen-graph", "ortgen-engine", "ctranslate2")
 
 
-def _machine() -> dict:
+def _machine(device: str) -> dict:
     cpu = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -31,7 +31,15 @@ def _machine() -> dict:
         memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1e6
     except OSError:
         memory = 0.0
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory, 1), "device": "CPU",
+    name = "CPU"
+    if device == "cuda":
+        try:
+            import torch
+
+            name = torch.cuda.get_device_name(0)
+        except Exception:  # noqa: BLE001 - the name is informational
+            name = "CUDA GPU"
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory, 1), "device": name,
             "python": platform.python_version()}
 
 
@@ -48,12 +56,13 @@ def _versions() -> dict:
 
 
 def run_suite(models: Sequence[str], workloads: Sequence[str], systems: Sequence[str], dtypes: Sequence[str],
-              repeats: int, quick: bool, workdir: Path, out_dir: Path, command: str) -> dict:
+              repeats: int, quick: bool, workdir: Path, out_dir: Path, command: str, device: str = "cpu") -> dict:
+    """Prepare the models, measure the machine, run every system on every workload, write the report."""
     started = time.time()
     table = QUICK if quick else WORKLOADS
     chosen = [table[w] for w in workloads]
     log.info("measuring this machine's matmul rates and memory bandwidth")
-    rates = measure_rates(quick=quick)
+    rates = measure_rates(quick=quick, device=device)
     log.info("rates: %s", rates.as_dict())
     measurements = []
     for name in models:
@@ -66,11 +75,11 @@ def run_suite(models: Sequence[str], workloads: Sequence[str], systems: Sequence
                 has_ct2 = False
         model = prepare(name, workdir, quick=quick, dtypes=list(dtypes), ctranslate2=has_ct2)
         alternate = quick or "large" not in name  # BioGPT-Large: one system loaded at a time
-        measurements.extend(bench_model(model, chosen, systems, repeats, rates, alternate))
+        measurements.extend(bench_model(model, chosen, systems, repeats, rates, alternate, device))
     result = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": _machine(),
+        "machine": _machine(device),
         "versions": _versions(),
         "rates": rates.as_dict(),
         "repeats": repeats,

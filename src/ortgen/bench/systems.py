@@ -2,7 +2,8 @@
 
 ``setup`` loads (not timed), ``run`` generates a workload's fixed number of tokens for its
 prompts (timed), ``teardown`` frees memory. Every system receives the same token ids and
-settings: num_beams, max_new_tokens = min_new_tokens (fixed length), no sampling.
+settings: num_beams, max_new_tokens = min_new_tokens (fixed length), no sampling. Each takes
+a ``device`` ("cpu" or "cuda"): a GPU run of the suite adds rows, it is not another tool.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ class TransformersSystem:
 
     dtype = "float32"
 
-    def __init__(self, model_dir: Path, pad_token_id: int, eos_token_id: int) -> None:
-        self.model_dir, self.pad, self.eos = model_dir, pad_token_id, eos_token_id
+    def __init__(self, model_dir: Path, pad_token_id: int, eos_token_id: int, device: str = "cpu") -> None:
+        self.model_dir, self.pad, self.eos, self.device = model_dir, pad_token_id, eos_token_id, device
         self.name = "transformers fp32"
         self.model = None
 
@@ -42,17 +43,19 @@ class TransformersSystem:
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(os.cpu_count() or 1)
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32).eval().to(self.device)
 
     def run(self, workload: Workload, prompts: list[list[int]]) -> None:
         import torch
 
-        ids = torch.tensor(prompts, dtype=torch.long)
+        ids = torch.tensor(prompts, dtype=torch.long, device=self.device)
         with torch.no_grad():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                       num_beams=workload.num_beams, max_new_tokens=workload.new_tokens,
                                       min_new_tokens=workload.new_tokens, length_penalty=1.0, early_stopping=False,
                                       pad_token_id=self.pad, eos_token_id=self.eos)
+            if self.device == "cuda":
+                torch.cuda.synchronize()
         assert out.shape[1] == workload.prompt_tokens + workload.new_tokens
 
     def teardown(self) -> None:
@@ -63,10 +66,10 @@ class TransformersSystem:
 class OrtgenSystem:
     """An ortgen package on one backend: "graph" (in-graph operators) or "engine" (step engine)."""
 
-    def __init__(self, package_dir: Path, backend: str) -> None:
+    def __init__(self, package_dir: Path, backend: str, device: str = "cpu") -> None:
         from ortgen.manifest import Manifest
 
-        self.package_dir, self.backend = package_dir, backend
+        self.package_dir, self.backend, self.device = package_dir, backend, device
         self.dtype = Manifest.load(package_dir).weights_dtype
         label = {"graph": "in-graph op", "engine": "step engine"}[backend]
         self.name = f"ortgen {label} {'fp32' if self.dtype == 'float32' else self.dtype}"
@@ -77,7 +80,7 @@ class OrtgenSystem:
 
         # one graph loaded at a time (each holds its own pre-packed weights); the untimed warm-up run
         # of each workload loads the graph it needs
-        self.generator = Generator.load(self.package_dir, max_sessions=1)
+        self.generator = Generator.load(self.package_dir, providers=self.device, max_sessions=1)
 
     def run(self, workload: Workload, prompts: list[list[int]]) -> None:
         result = self.generator.generate(input_ids=prompts, num_beams=workload.num_beams,
@@ -93,8 +96,8 @@ class OrtgenSystem:
 class CTranslate2System:
     """CTranslate2's Generator on a converted copy of the model (GPT-2 / OPT only: it has no BioGPT)."""
 
-    def __init__(self, ct2_dir: Path, compute_type: str) -> None:
-        self.ct2_dir, self.compute_type = ct2_dir, compute_type
+    def __init__(self, ct2_dir: Path, compute_type: str, device: str = "cpu") -> None:
+        self.ct2_dir, self.compute_type, self.device = ct2_dir, compute_type, device
         self.dtype = "int8" if compute_type.startswith("int8") else "float32"
         self.name = f"CTranslate2 {'fp32' if self.dtype == 'float32' else 'int8'}"
         self.generator = None
@@ -103,7 +106,7 @@ class CTranslate2System:
     def setup(self) -> None:
         import ctranslate2
 
-        self.generator = ctranslate2.Generator(str(self.ct2_dir), device="cpu", compute_type=self.compute_type,
+        self.generator = ctranslate2.Generator(str(self.ct2_dir), device=self.device, compute_type=self.compute_type,
                                                intra_threads=os.cpu_count() or 1)
         vocab_file = next((self.ct2_dir / name for name in ("vocabulary.json", "vocabulary.txt")
                            if (self.ct2_dir / name).is_file()))

@@ -45,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=_csv(["float32", "int8", "int4"]), default=["float32", "int8"],
                    help="ortgen package weight types (default float32,int8)")
     p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per system and workload (median)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where every system runs (cuda: needs onnxruntime-gpu, torch with CUDA; see docs/benchmarks.md)")
     p.add_argument("--quick", action="store_true", help="tiny models and workloads: a smoke run in seconds")
     p.add_argument("--workdir", type=Path, default=Path("bench-work"), help="models and packages (reused)")
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="where bench.json/.md/.png go")
@@ -61,9 +63,16 @@ def run(args: argparse.Namespace) -> int:
     from ortgen.bench.report import markdown
     from ortgen.bench.suite import run_suite
 
+    if args.device == "cuda":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise OrtgenError("--device cuda: this onnxruntime has no CUDAExecutionProvider (available: "
+                              f"{', '.join(onnxruntime.get_available_providers())}); install onnxruntime-gpu")
+
     command = "ortgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("ortgen") else \
         "ortgen bench"
     result = run_suite(args.models, args.workloads, args.systems, args.weights, args.repeats, args.quick,
-                       args.workdir, args.out, command)
+                       args.workdir, args.out, command, args.device)
     print(markdown(result))
     return 0

@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
                    help="weight-only quantization of every linear layer (com.microsoft MatMulNBits, block-wise, "
                         "symmetric): int8 reads 4x fewer weight bytes per step than float32; see docs/quantization.md")
-    p.add_argument("--block-size", type=int, default=32, help="quantization block size along the input dimension "
-                                                              "(a power of two >= 16; default 32)")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="quantization block size along the input dimension, a power of two >= 16 (default: 128 for "
+                        "int8, 32 for int4; smaller is more precise, larger faster)")
     p.add_argument("--validate", action="store_true",
                    help="after export, run `ortgen validate --fast` against MODEL (needs transformers)")
     p.add_argument("--no-progress", action="store_true", help="do not show progress")

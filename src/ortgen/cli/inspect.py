@@ -35,7 +35,8 @@ def describe(package: Path) -> str:
     lines = [
         f"package      {package}",
         f"model        {a.model_type} from {m.source.get('model', '?')}: {a.parameters / 1e6:.1f}M parameters, "
-        f"{m.dtype} activations, {m.weights_dtype} weights",
+        f"{m.dtype} activations, {m.weights_dtype} weights"
+        + (f" (MatMulNBits, blocks of {m.quantization['block_size']})" if m.quantization else ""),
         f"decoder      {a.num_layers} layers x {a.hidden_size} hidden, {a.num_heads} heads x {a.head_dim}, "
         f"ffn {a.ffn_size}, {a.activation}, {a.norm_position}-LN",
         f"vocabulary   {a.vocab_size} tokens, {a.max_positions} positions (offset {a.position_offset}), "

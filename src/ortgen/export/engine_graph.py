@@ -8,15 +8,18 @@ from the same weights with:
 - com.microsoft GroupQueryAttention (num_heads = kv_num_heads) with one KV buffer per
   layer and K/V: past and present are the same memory (bound by the engine), new keys are
   written in place at each row's length, nothing is re-allocated or copied per step;
+- one cache row per prompt, shared by its beams: a step appends one token per beam to the
+  row (a right-padded chunk, ``query_seqlens``), and ``attention_bias`` hides from each
+  beam the tokens of the other beams (see :mod:`ortgen.runtime.engine_decoder`);
 - rows of different lengths without padding: ``seqlens_k`` gives each row's length - 1,
   prompts are right-padded, so no compute goes to pads and positions are explicit;
-- logits only at one position per row (``last_index``): a 512-token prompt costs one
-  vocabulary projection, not 512.
+- logits only where they are used (``last_index``, K positions per row): a 512-token
+  prompt costs one vocabulary projection, not 512.
 
     input_ids ─► token emb ─┬─► layers (GQA: past_key_i/past_value_i ─► present, same buffer) ─► hidden (B,S,H)
-    position_ids ─► pos emb ┘                                                               │
-    last_index ─────────────────────────────────────────────────────────► Gather row b, position last_index[b]
-                                                                                           ─► lm_head ─► logits (B,V)
+    position_ids ─► pos emb ┘   seqlens_k, query_seqlens, attention_bias ─┘                  │
+    last_index (B,K) ───────────────────────────────────────────────► Gather positions last_index[b, :] of row b
+                                                                                         ─► lm_head ─► logits (B,K,V)
 """
 
 from __future__ import annotations
@@ -26,28 +29,19 @@ from onnx import TensorProto
 
 from ortgen import contract
 from ortgen.arch import ModelDims
+from ortgen.contract import (
+    ATTENTION_BIAS,
+    LAST_INDEX,
+    QUERY_SEQLENS,
+    SEQLENS_K,
+    TOTAL_SEQUENCE_LENGTH,
+    past_key_name,
+    past_value_name,
+    present_key_name,
+    present_value_name,
+)
 from ortgen.export.decoder import WrittenWeights, layer_stack, linear, lm_head, position_embeddings, token_embeddings
 from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder
-
-SEQLENS_K = "seqlens_k"  # int32 [batch]: total valid length - 1 of each row (after this call)
-TOTAL_SEQUENCE_LENGTH = "total_sequence_length"  # int32 scalar: the longest row's total length
-LAST_INDEX = "last_index"  # int32 [batch]: which of the new positions gives each row's logits
-
-
-def past_key_name(layer: int) -> str:
-    return f"past_key_{layer}"
-
-
-def past_value_name(layer: int) -> str:
-    return f"past_value_{layer}"
-
-
-def present_key_name(layer: int) -> str:
-    return f"present_key_{layer}"
-
-
-def present_value_name(layer: int) -> str:
-    return f"present_value_{layer}"
 
 
 def _gqa_attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
@@ -57,7 +51,8 @@ def _gqa_attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
     qkv = g.op("Add", [qkv, f"layers.{layer}.attn.qkv.bias"], name=f"{p}/qkv/Add")  # packed (B, S, 3*hidden)
     context = g.node(
         "GroupQueryAttention",
-        [qkv, "", "", past_key_name(layer), past_value_name(layer), SEQLENS_K, TOTAL_SEQUENCE_LENGTH],
+        [qkv, "", "", past_key_name(layer), past_value_name(layer), SEQLENS_K, TOTAL_SEQUENCE_LENGTH,
+         "", "", "", ATTENTION_BIAS, "", "", "", "", "", QUERY_SEQLENS],
         name=f"{p}/GroupQueryAttention",
         outputs=[f"{p}/GroupQueryAttention/output_0", present_key_name(layer), present_value_name(layer)],
         domain=MS_DOMAIN,
@@ -77,11 +72,13 @@ def build_engine_graph(dims: ModelDims, weights: WrittenWeights) -> onnx.GraphPr
     g.input(contract.POSITION_IDS, TensorProto.INT32, ["batch_size", "sequence_length"])
     g.input(SEQLENS_K, TensorProto.INT32, ["batch_size"])
     g.input(TOTAL_SEQUENCE_LENGTH, TensorProto.INT32, [])
-    g.input(LAST_INDEX, TensorProto.INT32, ["batch_size"])
+    g.input(QUERY_SEQLENS, TensorProto.INT32, ["batch_size"])
+    g.input(ATTENTION_BIAS, TensorProto.FLOAT, ["bias_batch_size", 1, "sequence_length", "total_sequence_length"])
+    g.input(LAST_INDEX, TensorProto.INT32, ["batch_size", "picks"])
     for i in range(dims.num_layers):
         g.input(past_key_name(i), TensorProto.FLOAT, kv_shape)
         g.input(past_value_name(i), TensorProto.FLOAT, kv_shape)
-    g.output(contract.LOGITS, TensorProto.FLOAT, ["batch_size", dims.vocab_size])
+    g.output(contract.LOGITS, TensorProto.FLOAT, ["batch_size", "picks", dims.vocab_size])
     for i in range(dims.num_layers):
         g.output(present_key_name(i), TensorProto.FLOAT, kv_shape)
         g.output(present_value_name(i), TensorProto.FLOAT, kv_shape)
@@ -90,19 +87,19 @@ def build_engine_graph(dims: ModelDims, weights: WrittenWeights) -> onnx.GraphPr
     positions = position_embeddings(g, dims, contract.POSITION_IDS)
     hidden = layer_stack(dims)(g, dims, tokens, positions, _gqa_attention)
 
-    # one position per row: flat index b * S + last_index[b] into (B*S, hidden)
+    # K positions per row: flat index b * S + last_index[b, k] into (B*S, hidden)
     shape = g.op("Shape", [contract.INPUT_IDS], name="/model/last/Shape")
     batch = g.op("Gather", [shape, g.constant(0)], name="/model/last/Batch")
     seq = g.op("Gather", [shape, g.constant(1)], name="/model/last/Seq")
     rows = g.op("Range", [g.constant(0), batch, g.constant(1)], name="/model/last/Rows")
     offsets = g.op("Mul", [rows, seq], name="/model/last/Offsets")
+    offsets = g.op("Unsqueeze", [offsets, g.constant([1])], name="/model/last/Column")
     last = g.op("Cast", [LAST_INDEX], name="/model/last/Cast", to=TensorProto.INT64)
     flat_index = g.op("Add", [offsets, last], name="/model/last/Index")
     flat = g.op("Reshape", [hidden, g.constant([-1, dims.hidden_size])], name="/model/last/Flatten")
-    picked = g.op("Gather", [flat, flat_index], name="/model/last/Gather", axis=0)  # (B, hidden)
+    picked = g.op("Gather", [flat, flat_index], name="/model/last/Gather", axis=0)  # (B, K, hidden)
     lm_head(g, dims, picked, weights.initializers)
     return g.build()
 
 
-__all__ = ["build_engine_graph", "SEQLENS_K", "TOTAL_SEQUENCE_LENGTH", "LAST_INDEX", "past_key_name",
-           "past_value_name", "present_key_name", "present_value_name"]
+__all__ = ["build_engine_graph"]

@@ -221,6 +221,8 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         ),
         dtype="float32",
         weights_dtype=written.dtype,
+        quantization=({"bits": options.quantize.bits, "block_size": options.quantize.block_size,
+                       "accuracy_level": options.quantize.accuracy_level} if options.quantize else None),
         graphs=graphs,
         weights_file=contract.WEIGHTS_FILE,
         files=files,

@@ -21,6 +21,10 @@ import numpy as np
 from ortgen.errors import OrtgenError
 
 QUANTIZATIONS = ("int8", "int4")
+# Block sizes when none is given. int8 at 128: its prompt-sized products run ~30% faster than
+# at 32 on the CPU (bigger integer blocks between float rescales), for ~20% more logit error;
+# int4 keeps 32, its 15 levels need the finer scales (docs/quantization.md).
+DEFAULT_BLOCK_SIZE = {"int8": 128, "int4": 32}
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,14 @@ class QuantConfig:
     accuracy_level: int = 4  # int8 compute on the CPU
 
     @classmethod
-    def parse(cls, name: str | None, block_size: int = 32) -> "QuantConfig | None":
+    def parse(cls, name: str | None, block_size: int | None = None) -> "QuantConfig | None":
+        """``name`` none/int8/int4 (None: no quantization); ``block_size`` None: the type's default."""
         if name is None or name == "none":
             return None
         if name not in QUANTIZATIONS:
             raise OrtgenError(f"--quantize must be one of none, {', '.join(QUANTIZATIONS)}; got {name!r}")
+        if block_size is None:
+            block_size = DEFAULT_BLOCK_SIZE[name]
         if block_size < 16 or block_size & (block_size - 1):
             raise OrtgenError(f"--block-size must be a power of two >= 16, got {block_size}")
         return cls(bits=8 if name == "int8" else 4, block_size=block_size)

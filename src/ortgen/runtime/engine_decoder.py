@@ -1,13 +1,24 @@
-"""Run ``decoder_engine.onnx`` step by step over a KV cache that is never re-allocated.
+"""Run ``decoder_engine.onnx`` step by step over a KV cache shared by each prompt's sequences.
 
-:class:`KVCache` owns one numpy buffer per layer for keys and one for values, shaped
-``[rows, heads, capacity, head_dim]``, wrapped as ONNX Runtime values without a copy. The
-engine graph (com.microsoft GroupQueryAttention) reads past keys from those buffers and
-writes new ones in place, at each row's own length: rows never need padding, and a step
-costs one token per row. Beam search reorders rows in place (:meth:`KVCache.reorder`).
+One cache row per prompt, not per beam. The prompt's keys and values are written once; then,
+at every step, each of the prompt's ``width`` sequences (beams, or samples) appends one token
+at its own new position, so a row holds::
 
-:class:`EngineDecoder` binds inputs and outputs with IO binding; the logits output is a
-buffer reused across steps.
+    [ prompt (P tokens) | step 0: seq 0, seq 1, ..., seq w-1 | step 1: seq 0, ... | ... ]
+
+A sequence attends to the prompt and to the positions on its own path (its ancestors after
+each beam reorder), which :class:`Paths` tracks and the graph receives as an additive
+``attention_bias`` (0 visible, -inf hidden); com.microsoft GroupQueryAttention applies it
+on top of its causal mask. So:
+
+- the prompt runs once and is stored once per input (transformers and ONNX Runtime's
+  BeamSearch run and store it ``num_beams`` times);
+- a step reads the prompt's keys and values once for all beams, which is most of the
+  memory traffic of a decoding step on long prompts;
+- beam reordering copies no keys or values, only a small boolean path table.
+
+The cache buffers (:class:`KVCache`) are allocated once, wrapped as ONNX Runtime values
+without a copy and bound as both past and present: the graph writes new keys in place.
 """
 
 from __future__ import annotations
@@ -18,14 +29,21 @@ import numpy as np
 import onnxruntime as ort
 
 from ortgen import contract
-
-SEQLENS_K = "seqlens_k"
-TOTAL_SEQUENCE_LENGTH = "total_sequence_length"
-LAST_INDEX = "last_index"
+from ortgen.contract import (
+    ATTENTION_BIAS,
+    LAST_INDEX,
+    QUERY_SEQLENS,
+    SEQLENS_K,
+    TOTAL_SEQUENCE_LENGTH,
+    past_key_name,
+    past_value_name,
+    present_key_name,
+    present_value_name,
+)
 
 
 class KVCache:
-    """Keys and values of ``rows`` sequences, up to ``capacity`` positions each."""
+    """Keys and values of ``rows`` cache rows, up to ``capacity`` positions each."""
 
     def __init__(self, keys: list[np.ndarray], values: list[np.ndarray]) -> None:
         self.keys, self.values = keys, values
@@ -40,12 +58,6 @@ class KVCache:
         return cls([np.zeros(shape, np.float32) for _ in range(layers)],
                    [np.zeros(shape, np.float32) for _ in range(layers)])
 
-    def first_rows(self, rows: int) -> "KVCache":
-        """The first ``rows`` rows as a cache of their own, sharing memory (contiguous slices)."""
-        if rows == self.rows:
-            return self
-        return KVCache([k[:rows] for k in self.keys], [v[:rows] for v in self.values])
-
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.keys) + sum(a.nbytes for a in self.values)
@@ -53,18 +65,33 @@ class KVCache:
     def ort_values(self, layer: int) -> tuple[Any, Any]:
         return self._key_values[layer], self._value_values[layer]
 
-    def reorder(self, source_rows: np.ndarray, length: int) -> None:
-        """Row r takes the first ``length`` positions of row ``source_rows[r]`` (beam search)."""
-        if np.array_equal(source_rows, np.arange(self.rows)):
-            return
-        moved = np.nonzero(source_rows != np.arange(self.rows))[0]
-        sources = source_rows[moved]
-        for buffer in (*self.keys, *self.values):
-            buffer[moved, :, :length] = buffer[sources, :, :length]  # the right side is gathered first
 
-    def copy_rows(self, source_rows: Sequence[int], target_rows: Sequence[int], length: int) -> None:
-        for buffer in (*self.keys, *self.values):
-            buffer[list(target_rows), :, :length] = buffer[list(source_rows), :, :length]
+class Paths:
+    """Which generated positions each sequence of each prompt sees: ``visible[b, j, s * width + i]``
+    is True when the token sequence ``i`` generated at step ``s`` is an ancestor of (or is)
+    sequence ``j``'s latest token."""
+
+    def __init__(self, prompts: int, width: int, max_steps: int) -> None:
+        self.width = width
+        self.visible = np.zeros((prompts, width, max(max_steps, 1) * width), dtype=bool)
+
+    def advance(self, step: int, parents: np.ndarray | None) -> None:
+        """Sequence j continues sequence ``parents[b, j]`` and adds its token of ``step``."""
+        if parents is not None and step > 0:
+            used = step * self.width
+            self.visible[:, :, :used] = np.take_along_axis(self.visible[:, :, :used], parents[:, :, None], axis=1)
+        columns = step * self.width + np.arange(self.width)
+        self.visible[:, np.arange(self.width), columns] = True
+
+    def bias(self, prompt_lengths: np.ndarray, steps: int, total: int) -> np.ndarray:
+        """Additive attention bias [B, 1, width, total] over absolute cache positions."""
+        relative = np.arange(total)[None, :] - prompt_lengths[:, None]  # (B, total): position - prompt length
+        generated = (relative >= 0) & (relative < steps * self.width)
+        index = np.broadcast_to(relative.clip(0, self.visible.shape[2] - 1)[:, None, :],
+                                (len(prompt_lengths), self.width, total))
+        sees = np.take_along_axis(self.visible, index, axis=2) & generated[:, None, :]
+        sees |= (relative < 0)[:, None, :]
+        return np.where(sees, np.float32(0), np.float32(-np.inf))[:, None, :, :]
 
 
 class EngineDecoder:
@@ -74,11 +101,11 @@ class EngineDecoder:
                  vocab_size: int) -> None:
         self.session = session
         self.num_layers, self.num_heads, self.head_dim, self.vocab_size = num_layers, num_heads, head_dim, vocab_size
-        self._logits: dict[int, tuple[np.ndarray, Any]] = {}
+        self._logits: dict[tuple[int, int], tuple[np.ndarray, Any]] = {}
         self._cache: KVCache | None = None
 
     def new_cache(self, rows: int, capacity: int) -> KVCache:
-        """A cache for ``rows`` sequences of up to ``capacity`` positions.
+        """A cache for ``rows`` prompts of up to ``capacity`` positions each.
 
         The last one is reused when it fits: its memory is already mapped (fresh pages cost a
         page fault each on first write), and stale contents are never read, since attention
@@ -88,56 +115,82 @@ class EngineDecoder:
         cached = self._cache
         if cached is not None and cached.rows == rows and capacity <= cached.capacity <= 2 * capacity:
             return cached
+        self._cache = None  # free the old buffers before allocating the new ones
         self._cache = KVCache.allocate(self.num_layers, rows, self.num_heads, capacity, self.head_dim)
         return self._cache
 
-    def _logits_buffer(self, rows: int) -> tuple[np.ndarray, Any]:
-        if rows not in self._logits:
-            array = np.zeros((rows, self.vocab_size), np.float32)
-            self._logits[rows] = (array, ort.OrtValue.ortvalue_from_numpy(array))
-        return self._logits[rows]
+    def _logits_buffer(self, rows: int, picks: int) -> tuple[np.ndarray, Any]:
+        key = (rows, picks)
+        if key not in self._logits:
+            array = np.zeros((rows, picks, self.vocab_size), np.float32)
+            self._logits[key] = (array, ort.OrtValue.ortvalue_from_numpy(array))
+        return self._logits[key]
 
     def run(self, cache: KVCache, input_ids: np.ndarray, position_ids: np.ndarray, lengths: np.ndarray,
-            last_index: np.ndarray) -> np.ndarray:
-        """Feed ``input_ids`` [rows, S] (row r's tokens end at ``last_index[r]``); ``lengths`` are the
-        rows' total lengths after this call. Returns logits [rows, vocab] (a reused buffer: copy to keep)."""
-        rows = input_ids.shape[0]
+            bias: np.ndarray, last_index: np.ndarray) -> np.ndarray:
+        """Append ``input_ids`` [rows, S] (right-padded: row r has ``S`` or fewer tokens, ending at
+        its length ``lengths[r]`` after this call) and return the logits at ``last_index``
+        [rows, K] positions of the chunk: [rows, K, vocab] (a reused buffer: copy to keep)."""
+        rows, width = input_ids.shape
         if rows != cache.rows:
             raise ValueError(f"{rows} input rows for a cache of {cache.rows}")
-        if int(lengths.max()) > cache.capacity:
-            raise ValueError(f"sequence length {int(lengths.max())} exceeds the cache capacity {cache.capacity}")
-        logits, logits_value = self._logits_buffer(rows)
+        total = int(lengths.max())
+        if total > cache.capacity:
+            raise ValueError(f"sequence length {total} exceeds the cache capacity {cache.capacity}")
+        logits, logits_value = self._logits_buffer(rows, last_index.shape[1])
         io = self.session.io_binding()
         io.bind_cpu_input(contract.INPUT_IDS, np.ascontiguousarray(input_ids, dtype=np.int32))
         io.bind_cpu_input(contract.POSITION_IDS, np.ascontiguousarray(position_ids, dtype=np.int32))
         io.bind_cpu_input(SEQLENS_K, (lengths - 1).astype(np.int32))
-        io.bind_cpu_input(TOTAL_SEQUENCE_LENGTH, np.array(int(lengths.max()), dtype=np.int32))
+        io.bind_cpu_input(TOTAL_SEQUENCE_LENGTH, np.array(total, dtype=np.int32))
+        io.bind_cpu_input(QUERY_SEQLENS, np.minimum(width, lengths).astype(np.int32))
+        io.bind_cpu_input(ATTENTION_BIAS, np.ascontiguousarray(bias, dtype=np.float32))
         io.bind_cpu_input(LAST_INDEX, np.ascontiguousarray(last_index, dtype=np.int32))
         io.bind_ortvalue_output(contract.LOGITS, logits_value)
         for layer in range(self.num_layers):
             key, value = cache.ort_values(layer)
-            io.bind_ortvalue_input(f"past_key_{layer}", key)
-            io.bind_ortvalue_input(f"past_value_{layer}", value)
-            io.bind_ortvalue_output(f"present_key_{layer}", key)
-            io.bind_ortvalue_output(f"present_value_{layer}", value)
+            io.bind_ortvalue_input(past_key_name(layer), key)
+            io.bind_ortvalue_input(past_value_name(layer), value)
+            io.bind_ortvalue_output(present_key_name(layer), key)
+            io.bind_ortvalue_output(present_value_name(layer), value)
         self.session.run_with_iobinding(io)
         return logits
 
-    def prefill(self, cache: KVCache, prompts: Sequence[Sequence[int]]) -> np.ndarray:
-        """Run each prompt from position 0 into cache rows 0..len(prompts)-1 (right-padded batch);
-        returns the logits after each prompt's last token, [len(prompts), vocab] (a copy)."""
-        width = max(len(p) for p in prompts)
-        ids = np.zeros((len(prompts), width), np.int32)
+    def start(self, prompts: Sequence[Sequence[int]], width: int, max_new_tokens: int) -> tuple["Decoding", np.ndarray]:
+        """Run the prompts (one cache row each) for ``width`` sequences per prompt; returns the
+        decoding state and the logits after each prompt's last token, [len(prompts), vocab]."""
+        lengths = np.array([len(p) for p in prompts], np.int64)
+        longest = int(lengths.max())
+        cache = self.new_cache(len(prompts), longest + max_new_tokens * width)
+        ids = np.zeros((len(prompts), longest), np.int32)
         for row, prompt in enumerate(prompts):
             ids[row, : len(prompt)] = prompt
-        positions = np.broadcast_to(np.arange(width, dtype=np.int32), ids.shape)
-        lengths = np.array([len(p) for p in prompts], np.int64)
-        if len(prompts) == cache.rows:
-            return self.run(cache, ids, positions, lengths, lengths - 1).copy()
-        raise ValueError("prefill fills the whole cache; use a cache with one row per prompt")
+        positions = np.broadcast_to(np.arange(longest, dtype=np.int32), ids.shape)
+        causal_only = np.zeros((1, 1, longest, longest), np.float32)
+        logits = self.run(cache, ids, positions, lengths, causal_only, (lengths - 1)[:, None])[:, 0].copy()
+        return Decoding(self, cache, lengths, width, max_new_tokens), logits
 
-    def step(self, cache: KVCache, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """One new token per row at position ``lengths - 1``; returns logits [rows, vocab] (reused buffer)."""
-        tokens = tokens.reshape(-1, 1)
-        positions = (lengths - 1).reshape(-1, 1)
-        return self.run(cache, tokens, positions, lengths, np.zeros(len(tokens), np.int32))
+
+class Decoding:
+    """The state of one generation: each prompt's ``width`` sequences and their paths."""
+
+    def __init__(self, decoder: EngineDecoder, cache: KVCache, prompt_lengths: np.ndarray, width: int,
+                 max_steps: int) -> None:
+        self.decoder, self.cache, self.prompt_lengths, self.width = decoder, cache, prompt_lengths, width
+        self.paths = Paths(len(prompt_lengths), width, max_steps)
+        self.steps = 0
+        self._last_index = np.broadcast_to(np.arange(width, dtype=np.int32), (len(prompt_lengths), width))
+
+    def step(self, tokens: np.ndarray, parents: np.ndarray | None = None) -> np.ndarray:
+        """Feed each sequence's new token, ``tokens`` [prompts, width]; sequence j of prompt b
+        continues sequence ``parents[b, j]`` (beam search; None: its own). Returns the next
+        logits, [prompts, width, vocab] (a reused buffer: copy to keep)."""
+        step = self.steps
+        self.paths.advance(step, parents)
+        lengths = self.prompt_lengths + (step + 1) * self.width
+        total = int(lengths.max())
+        positions = np.broadcast_to((self.prompt_lengths + step)[:, None], tokens.shape)
+        bias = self.paths.bias(self.prompt_lengths, step + 1, total)
+        logits = self.decoder.run(self.cache, tokens, positions, lengths, bias, self._last_index)
+        self.steps += 1
+        return logits

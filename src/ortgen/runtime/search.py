@@ -5,7 +5,8 @@ search) to numpy over the step engine (:mod:`ortgen.runtime.engine_decoder`):
 
 - the token history a processor sees is transformers' own: prompts left-padded with
   pad_token_id, then the new tokens (the KV cache does not need the padding);
-- each prompt runs once; its keys and values are copied to the other beams / samples;
+- each prompt runs once, and its keys and values are stored once for all its beams / samples
+  (see :mod:`ortgen.runtime.engine_decoder`);
 - beam search: log-softmax, processors, beam scores added, the top ``max(2, 1 + n_eos) *
   num_beams`` continuations (sampled without replacement when sampling), finished
   hypotheses scored by ``sum_logprobs / generated_length ** length_penalty`` (EOS
@@ -92,17 +93,11 @@ def sample_or_greedy(
     eos = np.array(spec.eos_token_ids, dtype=np.int64)
     rng = np.random.default_rng(spec.seed)
 
-    cache = decoder.new_cache(rows, width + spec.max_new_tokens)
-    # cache rows are replica-major (r * B + b), so the prompts run in rows 0..B-1 and are then
-    # copied; the history follows transformers' order (b * n + r)
-    to_cache = np.array([r * B + b for b in range(B) for r in range(n)])
-    from_cache = np.argsort(to_cache)
-    first = decoder.prefill(cache.first_rows(B), prompts)
-    for r in range(1, n):
-        cache.copy_rows(range(B), range(r * B, (r + 1) * B), width)
+    # the prompts run once; each prompt's n sequences then share its cache row (rows of the
+    # history, like transformers', are b * n + r)
+    decoding, first = decoder.start(prompts, n, spec.max_new_tokens)
     logits = first[np.repeat(np.arange(B), n)]
     history = _left_padded(prompts, spec.pad_token_id, total, n)
-    lengths = np.repeat([len(p) for p in prompts], n).astype(np.int64)  # true lengths, history order
     unfinished = np.ones(rows, dtype=bool)
     ended_at = np.full(rows, spec.max_new_tokens, dtype=np.int64)  # generated tokens kept per row
     reasons = np.array(["length"] * rows, dtype=object)
@@ -129,8 +124,7 @@ def sample_or_greedy(
         yield StepEvent([[int(tokens[r])] if emitted[r] else [] for r in range(rows)], list(~unfinished))
         if not unfinished.any() or cur >= total:
             break
-        lengths += 1
-        logits = decoder.step(cache, tokens[from_cache], lengths[from_cache])[to_cache]
+        logits = decoding.step(tokens.reshape(B, n)).reshape(rows, -1)
     results: list[list[Hypothesis]] = []
     for b in range(B):
         group = []
@@ -168,12 +162,7 @@ def beam_search(
     rng = np.random.default_rng(spec.seed)
     lp, early = spec.length_penalty, spec.early_stopping
 
-    cache = decoder.new_cache(B * nb, width + spec.max_new_tokens)  # row j * B + b: beam j of prompt b
-    first = decoder.prefill(cache.first_rows(B), prompts)
-    for j in range(1, nb):
-        cache.copy_rows(range(B), range(j * B, (j + 1) * B), width)
-    prompt_lengths = np.array([len(p) for p in prompts], dtype=np.int64)
-
+    decoding, first = decoder.start(prompts, nb, spec.max_new_tokens)  # the prompt once, shared by its beams
     fill = spec.pad_token_id
     running = _left_padded(prompts, fill, max_length, nb).reshape(B, nb, max_length)
     sequences = running.copy()
@@ -245,15 +234,8 @@ def beam_search(
         if not (improvement_possible and open_beam and valid_continuations):
             break
 
-        # reorder the cache to the surviving beams, feed their new tokens
-        source_rows = np.empty(B * nb, dtype=np.int64)
-        for j in range(nb):
-            source_rows[j * B:(j + 1) * B] = parents[:, j] * B + np.arange(B)
-        cache.reorder(source_rows, int(prompt_lengths.max()) + (cur - 1 - width))
-        step_tokens = running[:, :, cur - 1].T.reshape(-1)  # cache order: j * B + b
-        step_lengths = np.tile(prompt_lengths, nb) + (cur - width)
-        step_logits = decoder.step(cache, step_tokens, step_lengths)
-        logits = step_logits.reshape(nb, B, V).transpose(1, 0, 2)
+        # the surviving beams continue their parents' paths with their new tokens
+        logits = decoding.step(running[:, :, cur - 1], parents)
 
     results: list[list[Hypothesis]] = []
     for b in range(B):
