@@ -26,6 +26,7 @@ def test_quick_bench_runs_every_system_and_writes_the_report(tmp_path, capsys):
             for system in ortgen:
                 m = rows[(model, workload, system)]
                 assert m["seconds"] > 0 and m["floor_seconds"] > 0 and m["speedup_vs_transformers"] > 0
+                assert 0 < m["memory_gb"] < 4  # measured in a process of its own
     # CTranslate2 cannot load BioGPT: it runs on the GPT-2 shape only
     assert ("gpt2-medium", "W1", "CTranslate2 int8") in rows
     assert not any(k[0] == "biogpt-base" and k[2].startswith("CTranslate2") for k in rows)

@@ -200,3 +200,60 @@ def test_auto_backend_choice(zoo):
     for engine_only in (dict(no_repeat_ngram_size=2), dict(bad_words_ids=[[5]]), dict(stop_strings=["x"]),
                         dict(eos_token_id=[2, 5]), dict(num_beams=2, length_penalty=0.0, early_stopping="never")):
         assert pick(**engine_only) == "engine", engine_only
+
+
+@pytest.mark.parametrize("arch", ["biogpt", "opt-post-ln"])
+def test_shared_prompt_rows_give_each_sequence_its_own_logits(zoo, arch):
+    """The engine's cache layout, directly: two prompts of different lengths, three sequences
+    each sharing its prompt's row, random tokens and random beam reorders for five steps; after
+    every step each sequence's logits equal transformers' forward over that sequence alone."""
+    model = zoo.model(arch)
+    network = model.load()
+    engine = Generator.load(zoo.package(arch)).engine
+    rng = np.random.default_rng(3)
+    prompts = [list(map(int, rng.integers(4, model.vocab_size, size=n))) for n in (6, 2)]
+    width, steps = 3, 5
+    decoding, first = engine.decoder.start(prompts, width, steps)
+    sequences = [[list(p) for _ in range(width)] for p in prompts]
+
+    def expected(tokens: list[int]) -> np.ndarray:
+        with torch.no_grad():
+            return network(input_ids=torch.tensor([tokens])).logits[0, -1].numpy()
+
+    for b, prompt in enumerate(prompts):
+        np.testing.assert_allclose(first[b], expected(prompt), atol=1e-4)
+    for step in range(steps):
+        parents = rng.integers(0, width, size=(len(prompts), width)) if step else None
+        tokens = rng.integers(4, model.vocab_size, size=(len(prompts), width))
+        if parents is not None:
+            sequences = [[list(sequences[b][p]) for p in parents[b]] for b in range(len(prompts))]
+        for b in range(len(prompts)):
+            for j in range(width):
+                sequences[b][j].append(int(tokens[b, j]))
+        logits = decoding.step(tokens, parents)
+        for b in range(len(prompts)):
+            for j in range(width):
+                np.testing.assert_allclose(logits[b, j], expected(sequences[b][j]), atol=1e-4,
+                                           err_msg=f"step {step}, prompt {b}, sequence {j}")
+
+
+def test_packages_without_the_step_engine_refuse_what_needs_it(tmp_path):
+    """GroupQueryAttention needs head_dim % 8 == 0: such a package has only the in-graph operators."""
+    from transformers import BioGptConfig, BioGptForCausalLM
+
+    from ortgen.errors import GenerationSettingsError
+    from ortgen.export.package import ExportOptions, export_package
+    from ortgen.random_models import write_demo_tokenizer
+
+    directory = tmp_path / "head12"
+    vocab = write_demo_tokenizer(directory, num_merges=100)
+    torch.manual_seed(0)
+    config = BioGptConfig(vocab_size=vocab, hidden_size=36, num_hidden_layers=1, num_attention_heads=3,
+                          intermediate_size=48, max_position_embeddings=32)
+    BioGptForCausalLM(config).save_pretrained(directory)
+    manifest = export_package(str(directory), tmp_path / "pkg", ExportOptions(show_progress=False))
+    assert "decoder_engine" not in manifest.graphs
+    generator = Generator.load(tmp_path / "pkg")
+    assert generator.generate(input_ids=[[2, 5, 6]], max_new_tokens=3).backend_kind == "graph"
+    with pytest.raises(GenerationSettingsError, match="head_dim is not a multiple of 8"):
+        generator.generate(input_ids=[[2, 5, 6]], max_new_tokens=3, num_beams=2)

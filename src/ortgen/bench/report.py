@@ -17,17 +17,19 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; "
         f"{machine['device']}. Measured rates: float32 GEMM {rates['matmul_gflops']} GFLOP/s, "
         f"int8 MatMulNBits {rates['int8_gflops']} GFLOP/s, weight streaming {rates['bandwidth_gbs']} GB/s. "
-        f"Medians of {result['repeats']} runs after a warm-up; random weights, fixed lengths.",
+        f"Medians of {result['repeats']} runs after a warm-up; random weights, fixed lengths. Peak memory: "
+        f"one run in a process of its own, above the libraries' baseline.",
         "",
-        "| model | workload | system | seconds | tokens/s | vs transformers | floor s | x floor | memory GB |",
+        "| model | workload | system | seconds | tokens/s | vs transformers | floor s | x floor | peak memory GB |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for m in result["measurements"]:
         speed = f"{m['speedup_vs_transformers']:.2f}x" if m["speedup_vs_transformers"] is not None else "-"
         floor = f"{m['floor_seconds']:.3g}" if m["floor_seconds"] is not None else "-"
         ratio = f"{m['ratio_to_floor']:.2f}" if m["ratio_to_floor"] is not None else "-"
+        memory = f"{m['memory_gb']:.2f}" if m.get("memory_gb") is not None else "-"
         lines.append(f"| {m['model']} | {m['workload']} | {m['system']} | {m['seconds']:.3g} | "
-                     f"{m['tokens_per_second']:.1f} | {speed} | {floor} | {ratio} | {m['memory_gb']:.2f} |")
+                     f"{m['tokens_per_second']:.1f} | {speed} | {floor} | {ratio} | {memory} |")
     lines.append("")
     lines.append("Workloads: " + "; ".join(f"{k}: {v}" for k, v in result["workloads"].items()) + ".")
     return "\n".join(lines) + "\n"

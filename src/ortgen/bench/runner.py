@@ -2,41 +2,26 @@
 
 Systems that fit in memory together are loaded together and run in alternation (A, B, C,
 A, B, C, ...), so that drifting machine load affects them alike; otherwise (BioGPT-Large)
-one system at a time. Each system does an untimed warm-up run per workload. Memory is
-measured per system: what loading it added, plus its peak above that during the runs
-(Linux ``VmHWM``, reset before each run).
+one system at a time. Each system does an untimed warm-up run per workload. Peak memory is
+measured afterwards, per system and workload, in a process of its own
+(:mod:`ortgen.bench.memory`).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from ortgen.bench.floor import MachineRates, floor_seconds, model_cost
+from ortgen.bench.memory import peak_memory_gb
 from ortgen.bench.models import BenchModel
 from ortgen.bench.systems import CTranslate2System, OrtgenSystem, System, TransformersSystem
 from ortgen.bench.workloads import Workload
 
 log = logging.getLogger(__name__)
-
-
-def _status(field_name: str) -> float:
-    """GB of a /proc/self/status field (VmRSS, VmHWM)."""
-    text = Path("/proc/self/status").read_text()
-    match = re.search(rf"{field_name}:\s+(\d+) kB", text)
-    return int(match.group(1)) / 1e6 if match else float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
 
 
 @dataclass
@@ -48,17 +33,10 @@ class Measurement:
     runs: list[float]
     seconds: float  # median
     tokens_per_second: float
-    memory_gb: float
+    memory_gb: float | None  # peak above the libraries' baseline, in a process of its own
     floor_seconds: float | None = None
     speedup_vs_transformers: float | None = None
     ratio_to_floor: float | None = None
-
-
-@dataclass
-class SystemState:
-    system: System
-    loaded_gb: float = 0.0
-    peaks: dict[str, float] = field(default_factory=dict)
 
 
 def systems_for(model: BenchModel, names: Sequence[str], device: str = "cpu") -> list[System]:
@@ -74,75 +52,77 @@ def systems_for(model: BenchModel, names: Sequence[str], device: str = "cpu") ->
     return out
 
 
-def _timed(state: SystemState, workload: Workload, prompts: list[list[int]]) -> float:
-    before = _status("VmRSS")
-    _reset_peak()
+def _timed(system: System, workload: Workload, prompts: list[list[int]]) -> float:
     started = time.perf_counter()
-    state.system.run(workload, prompts)
-    seconds = time.perf_counter() - started
-    state.peaks[workload.name] = max(state.peaks.get(workload.name, 0.0), _status("VmHWM") - before)
-    return seconds
-
-
-def _load(state: SystemState) -> None:
-    before = _status("VmRSS")
-    state.system.setup()
-    state.loaded_gb = max(_status("VmRSS") - before, 0.0)
+    system.run(workload, prompts)
+    return time.perf_counter() - started
 
 
 def bench_model(model: BenchModel, workloads: Sequence[Workload], system_names: Sequence[str], repeats: int,
-                rates: MachineRates, alternate: bool, device: str = "cpu") -> list[Measurement]:
-    states = [SystemState(s) for s in systems_for(model, system_names, device)]
+                rates: MachineRates, alternate: bool, device: str = "cpu", memory: bool = True) -> list[Measurement]:
+    systems = systems_for(model, system_names, device)
     runs: dict[tuple[str, str], list[float]] = {}
     if alternate:
-        for state in states:
-            log.info("%s: loading %s", model.name, state.system.name)
-            _load(state)
+        for system in systems:
+            log.info("%s: loading %s", model.name, system.name)
+            system.setup()
         for workload in workloads:
             prompts = workload.prompts(model.vocab_size, model.first_token)
-            for state in states:  # warm-up
-                _timed(state, workload, prompts)
+            for system in systems:  # warm-up
+                _timed(system, workload, prompts)
             for r in range(repeats):
-                for state in states:
-                    seconds = _timed(state, workload, prompts)
-                    runs.setdefault((state.system.name, workload.name), []).append(seconds)
-                    log.info("%s %s %s run %d: %.2fs", model.name, workload.name, state.system.name, r + 1, seconds)
-        for state in states:
-            state.system.teardown()
+                for system in systems:
+                    seconds = _timed(system, workload, prompts)
+                    runs.setdefault((system.name, workload.name), []).append(seconds)
+                    log.info("%s %s %s run %d: %.2fs", model.name, workload.name, system.name, r + 1, seconds)
+        for system in systems:
+            system.teardown()
     else:
-        for state in states:
-            log.info("%s: loading %s", model.name, state.system.name)
-            _load(state)
+        for system in systems:
+            log.info("%s: loading %s", model.name, system.name)
+            system.setup()
             for workload in workloads:
                 prompts = workload.prompts(model.vocab_size, model.first_token)
-                _timed(state, workload, prompts)
+                _timed(system, workload, prompts)
                 for r in range(repeats):
-                    seconds = _timed(state, workload, prompts)
-                    runs.setdefault((state.system.name, workload.name), []).append(seconds)
-                    log.info("%s %s %s run %d: %.2fs", model.name, workload.name, state.system.name, r + 1, seconds)
-            state.system.teardown()
+                    seconds = _timed(system, workload, prompts)
+                    runs.setdefault((system.name, workload.name), []).append(seconds)
+                    log.info("%s %s %s run %d: %.2fs", model.name, workload.name, system.name, r + 1, seconds)
+            system.teardown()
+
+    peaks: dict[tuple[str, str], float | None] = {}
+    if memory:
+        for workload in workloads:
+            prompts = workload.prompts(model.vocab_size, model.first_token)
+            for system in systems:
+                log.info("%s %s %s: peak memory (own process)", model.name, workload.name, system.name)
+                peaks[(system.name, workload.name)] = peak_memory_gb(system.spec(), workload, prompts)
 
     measurements = []
     costs = {dtype: model_cost(package) for dtype, package in model.packages.items()}
     for workload in workloads:
         baseline = runs.get(("transformers fp32", workload.name))
         base_median = statistics.median(baseline) if baseline else None
-        for state in states:
-            times = runs[(state.system.name, workload.name)]
+        for system in systems:
+            times = runs[(system.name, workload.name)]
             median = statistics.median(times)
-            dtype = state.system.dtype
+            dtype = system.dtype
             cost = costs.get(dtype) or costs.get("float32")
             floor = floor_seconds(workload, cost, rates, int8=dtype != "float32") if cost else None
             measurements.append(Measurement(
-                model=model.name, workload=workload.name, system=state.system.name, weights=dtype,
+                model=model.name, workload=workload.name, system=system.name, weights=dtype,
                 runs=[round(t, 3) for t in times], seconds=round(median, 3),
                 tokens_per_second=round(workload.generated_tokens / median, 2),
-                memory_gb=round(state.loaded_gb + state.peaks.get(workload.name, 0.0), 2),
-                floor_seconds=round(floor, 4) if floor else None,
+                memory_gb=_round(peaks.get((system.name, workload.name))),
+                floor_seconds=float(f"{floor:.4g}") if floor else None,
                 speedup_vs_transformers=round(base_median / median, 2) if base_median else None,
                 ratio_to_floor=round(median / floor, 2) if floor else None,
             ))
     return measurements
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def as_dicts(measurements: list[Measurement]) -> list[dict]:

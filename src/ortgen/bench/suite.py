@@ -56,7 +56,8 @@ def _versions() -> dict:
 
 
 def run_suite(models: Sequence[str], workloads: Sequence[str], systems: Sequence[str], dtypes: Sequence[str],
-              repeats: int, quick: bool, workdir: Path, out_dir: Path, command: str, device: str = "cpu") -> dict:
+              repeats: int, quick: bool, workdir: Path, out_dir: Path, command: str, device: str = "cpu",
+              memory: bool = True) -> dict:
     """Prepare the models, measure the machine, run every system on every workload, write the report."""
     started = time.time()
     table = QUICK if quick else WORKLOADS
@@ -75,7 +76,7 @@ def run_suite(models: Sequence[str], workloads: Sequence[str], systems: Sequence
                 has_ct2 = False
         model = prepare(name, workdir, quick=quick, dtypes=list(dtypes), ctranslate2=has_ct2)
         alternate = quick or "large" not in name  # BioGPT-Large: one system loaded at a time
-        measurements.extend(bench_model(model, chosen, systems, repeats, rates, alternate, device))
+        measurements.extend(bench_model(model, chosen, systems, repeats, rates, alternate, device, memory))
     result = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),

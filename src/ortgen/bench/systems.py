@@ -12,7 +12,7 @@ import gc
 import json
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ortgen.bench.workloads import Workload
 
@@ -20,6 +20,10 @@ from ortgen.bench.workloads import Workload
 class System(Protocol):
     name: str  # e.g. "ortgen engine int8"
     dtype: str
+
+    def spec(self) -> dict[str, Any]: ...  # rebuilds the system in another process (system_from_spec)
+
+    def prepare_imports(self) -> None: ...  # import the libraries (memory baselines exclude them)
 
     def setup(self) -> None: ...
 
@@ -37,6 +41,14 @@ class TransformersSystem:
         self.model_dir, self.pad, self.eos, self.device = model_dir, pad_token_id, eos_token_id, device
         self.name = "transformers fp32"
         self.model = None
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "transformers", "model_dir": str(self.model_dir), "pad_token_id": self.pad,
+                "eos_token_id": self.eos, "device": self.device}
+
+    def prepare_imports(self) -> None:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
 
     def setup(self) -> None:
         import torch
@@ -75,6 +87,12 @@ class OrtgenSystem:
         self.name = f"ortgen {label} {'fp32' if self.dtype == 'float32' else self.dtype}"
         self.generator = None
 
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "ortgen", "package_dir": str(self.package_dir), "backend": self.backend, "device": self.device}
+
+    def prepare_imports(self) -> None:
+        import ortgen.runtime.generator  # noqa: F401
+
     def setup(self) -> None:
         from ortgen.runtime.generator import Generator
 
@@ -103,6 +121,13 @@ class CTranslate2System:
         self.generator = None
         self.tokens: list[str] = []
 
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "ctranslate2", "ct2_dir": str(self.ct2_dir), "compute_type": self.compute_type,
+                "device": self.device}
+
+    def prepare_imports(self) -> None:
+        import ctranslate2  # noqa: F401
+
     def setup(self) -> None:
         import ctranslate2
 
@@ -124,3 +149,15 @@ class CTranslate2System:
     def teardown(self) -> None:
         self.generator = None
         gc.collect()
+
+
+def system_from_spec(spec: dict[str, Any]) -> System:
+    """The system a ``spec()`` describes (for measurements in another process)."""
+    kind = spec["kind"]
+    if kind == "transformers":
+        return TransformersSystem(Path(spec["model_dir"]), spec["pad_token_id"], spec["eos_token_id"], spec["device"])
+    if kind == "ortgen":
+        return OrtgenSystem(Path(spec["package_dir"]), spec["backend"], spec["device"])
+    if kind == "ctranslate2":
+        return CTranslate2System(Path(spec["ct2_dir"]), spec["compute_type"], spec["device"])
+    raise ValueError(f"unknown system kind {kind!r}")

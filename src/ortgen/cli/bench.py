@@ -47,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per system and workload (median)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where every system runs (cuda: needs onnxruntime-gpu, torch with CUDA; see docs/benchmarks.md)")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the peak-memory runs (one more run per system and workload, each in its own process)")
     p.add_argument("--quick", action="store_true", help="tiny models and workloads: a smoke run in seconds")
     p.add_argument("--workdir", type=Path, default=Path("bench-work"), help="models and packages (reused)")
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="where bench.json/.md/.png go")
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     command = "ortgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("ortgen") else \
         "ortgen bench"
     result = run_suite(args.models, args.workloads, args.systems, args.weights, args.repeats, args.quick,
-                       args.workdir, args.out, command, args.device)
+                       args.workdir, args.out, command, args.device,
+                       memory=not args.no_memory)
     print(markdown(result))
     return 0

@@ -192,7 +192,11 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         graphs[key] = _graph_info(model, name, operator, logits, **attributes)
 
     save(contract.DECODER, make_model(build_decoder_graph(dims, written, logits="all")), None, "all")
-    save(contract.DECODER_ENGINE, make_model(build_engine_graph(dims, written)), None, "last")
+    if dims.head_dim % 8 == 0:
+        save(contract.DECODER_ENGINE, make_model(build_engine_graph(dims, written)), None, "last")
+    else:  # GroupQueryAttention's CPU kernel needs it
+        log.warning("head_dim %d is not a multiple of 8: no step engine (decoder_engine.onnx) in this package; "
+                    "settings the in-graph operators cannot run will be refused", dims.head_dim)
     last_only = build_decoder_graph(dims, written, logits="last")
     save(contract.BEAM, build_beam_search(dims, last_only, tokens), "BeamSearch", "last", early_stopping=False)
     save(contract.BEAM_EARLY_STOPPING, build_beam_search(dims, last_only, tokens, early_stopping=True),

@@ -72,12 +72,12 @@ def choose_backend(settings: GenerationSettings, graphs: Mapping[str, Any], defa
         return GRAPH, "requested"
     if settings.backend == ENGINE:
         if not has_engine:
-            raise GenerationSettingsError("this package has no step-engine graph (decoder_engine.onnx); re-export it "
-                                          "with this ortgen")
+            raise GenerationSettingsError("this package has no step-engine graph (decoder_engine.onnx): it was "
+                                          "exported by an older ortgen, or its head_dim is not a multiple of 8")
         return ENGINE, "requested"
     if not limits:
         return GRAPH, "in-graph operator matches transformers here"
     if not has_engine:
-        raise GenerationSettingsError("these settings need the step engine, which this package lacks (re-export it "
-                                      "with this ortgen): " + "; ".join(limits))
+        raise GenerationSettingsError("these settings need the step engine, which this package lacks (exported by "
+                                      "an older ortgen, or head_dim is not a multiple of 8): " + "; ".join(limits))
     return ENGINE, limits[0]
