@@ -58,9 +58,16 @@ def graph_unsupported(settings: GenerationSettings, graphs: Mapping[str, Any], d
     return reasons
 
 
+def has_step_engine(graphs: Mapping[str, Any]) -> bool:
+    """Whether the package has a step-engine decoder this ortgen can drive (packages exported
+    before the engine shared each prompt's cache row across its beams lack ``query_seqlens``)."""
+    engine = graphs.get(contract.DECODER_ENGINE)
+    return engine is not None and any(t.name == contract.QUERY_SEQLENS for t in engine.inputs)
+
+
 def choose_backend(settings: GenerationSettings, graphs: Mapping[str, Any], default_eos: int) -> tuple[str, str]:
     """(backend, why) for a request."""
-    has_engine = contract.DECODER_ENGINE in graphs
+    has_engine = has_step_engine(graphs)
     limits = graph_limitations(settings, graphs, default_eos)
     if settings.backend == GRAPH:
         unsupported = graph_unsupported(settings, graphs, default_eos)
@@ -72,12 +79,14 @@ def choose_backend(settings: GenerationSettings, graphs: Mapping[str, Any], defa
         return GRAPH, "requested"
     if settings.backend == ENGINE:
         if not has_engine:
-            raise GenerationSettingsError("this package has no step-engine graph (decoder_engine.onnx): it was "
-                                          "exported by an older ortgen, or its head_dim is not a multiple of 8")
+            raise GenerationSettingsError("this package has no step-engine graph this ortgen can run "
+                                          "(decoder_engine.onnx): it was exported by an older ortgen (re-export it), "
+                                          "or its head_dim is not a multiple of 8")
         return ENGINE, "requested"
     if not limits:
         return GRAPH, "in-graph operator matches transformers here"
     if not has_engine:
         raise GenerationSettingsError("these settings need the step engine, which this package lacks (exported by "
-                                      "an older ortgen, or head_dim is not a multiple of 8): " + "; ".join(limits))
+                                      "an older ortgen: re-export it; or head_dim is not a multiple of 8): "
+                                      + "; ".join(limits))
     return ENGINE, limits[0]

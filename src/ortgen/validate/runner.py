@@ -19,8 +19,8 @@ import onnxruntime
 from ortgen import __version__, contract
 from ortgen.errors import OrtgenError
 from ortgen.manifest import verify_files
+from ortgen.runtime.backend import graph_unsupported, has_step_engine
 from ortgen.runtime.generator import Generator
-from ortgen.runtime.backend import graph_unsupported
 from ortgen.runtime.graph_runner import graph_key
 from ortgen.validate import suite as suites
 from ortgen.validate.decoder_check import check_decoder
@@ -146,7 +146,7 @@ def validate_package(
         for i, entry in enumerate(suite.settings):
             settings = generator.settings_for(**{k: v for k, v in entry.items() if k != "name"})
             for backend in backends:
-                if backend == "engine" and contract.DECODER_ENGINE not in generator.manifest.graphs:
+                if backend == "engine" and not has_step_engine(generator.manifest.graphs):
                     continue
                 if backend == "graph" and graph_unsupported(settings, generator.manifest.graphs,
                                                             generator.manifest.special_tokens.eos_token_id):

@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from ortgen import contract
+from ortgen.runtime.backend import has_step_engine
 from ortgen.runtime.generator import Generator, left_pad
 from ortgen.runtime.sessions import session_options
 from ortgen.validate.reference import Reference
@@ -139,7 +140,7 @@ def check_sampling(generator: Generator, reference: Reference, prompts: list[lis
                                     f"{len(prompts)} prompts, 8 tokens" + ("" if tiny == greedy else
                                                                           f": sampled {tiny} vs greedy {greedy}")))
         checks.append(_frequencies(generator, reference, prompt, draws, "graph", temperature, top_p, 0))
-    if "engine" in backends and contract.DECODER_ENGINE in graphs:
+    if "engine" in backends and has_step_engine(graphs):
         checks.append(_reproducibility(generator, prompts, "engine", 50))
         top1 = generator.generate(input_ids=prompts, max_new_tokens=8, top_k=1, seed=3, backend="engine")
         sampled = [g[0].token_ids for g in top1.sequences]
