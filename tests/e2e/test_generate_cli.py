@@ -27,19 +27,20 @@ def test_generate_text_batch_with_beam_search(zoo, capsys):
     assert code == 0
     assert out.count("[0] Aspirin reduces the risk of") == 1 and "[1] Metformin is" in out
     assert out.count("  1. ") == 2 and out.count("  2. ") == 2
-    assert "ran decoder_engine.onnx (ortgen step engine)" in err  # length_penalty 1: the engine
+    assert "ran decoder_engine.onnx (ortgen step engine)" in err  # auto: the engine
     code, out, err = run(["generate", pkg, "Aspirin", "--num-beams", "4", "--max-new-tokens", "6",
-                          "--length-penalty", "0"], capsys)
+                          "--length-penalty", "0", "--backend", "graph"], capsys)
     assert code == 0 and "ran generate_beam.onnx (com.microsoft BeamSearch)" in err
 
 
 def test_generate_json_matches_the_api(zoo, capsys):
     pkg = zoo.package("gpt2")
-    code, out, _ = run(["generate", pkg, "The patients were", "--max-new-tokens", "5", "--json"], capsys)
+    code, out, _ = run(["generate", pkg, "The patients were", "--max-new-tokens", "5", "--json", "--backend", "graph"],
+                       capsys)
     assert code == 0
     data = json.loads(out)
     assert data["graph"] == "generate_greedy.onnx" and data["operator"] == "GreedySearch"
-    api = Generator.load(pkg).generate("The patients were", max_new_tokens=5)
+    api = Generator.load(pkg).generate("The patients were", max_new_tokens=5)  # auto: the engine, same tokens
     assert data["results"][0]["sequences"][0]["token_ids"] == api.sequences[0][0].token_ids
     assert data["results"][0]["sequences"][0]["text"] == api.texts[0][0]
 

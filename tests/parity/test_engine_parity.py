@@ -187,19 +187,19 @@ def test_streaming_yields_the_generated_text(zoo):
 
 
 def test_auto_backend_choice(zoo):
+    """auto: the step engine for everything (exact and faster); the in-graph operators only for
+    packages without it (test_packages_without_the_step_engine_refuse_what_needs_it)."""
     generator = Generator.load(zoo.package("biogpt"))
-    pick = lambda **o: generator.plan(generator.settings_for(**o))[0]  # noqa: E731
-    assert pick() == "graph"
-    assert pick(num_beams=4, length_penalty=0.0) == "graph"
-    assert pick(num_beams=4, length_penalty=0.0, early_stopping=True) == "graph"
-    assert pick(num_beams=4) == "engine"  # length_penalty 1.0
-    assert pick(do_sample=True) == "engine"  # transformers' top_k=50
-    assert pick(do_sample=True, top_k=0) == "graph"
-    assert pick(do_sample=True, top_k=0, temperature=0.5) == "engine"
-    assert pick(do_sample=True, num_beams=3) == "engine"
-    for engine_only in (dict(no_repeat_ngram_size=2), dict(bad_words_ids=[[5]]), dict(stop_strings=["x"]),
-                        dict(eos_token_id=[2, 5]), dict(num_beams=2, length_penalty=0.0, early_stopping="never")):
-        assert pick(**engine_only) == "engine", engine_only
+    plan = lambda **o: generator.plan(generator.settings_for(**o))  # noqa: E731
+    for settings in (dict(), dict(num_beams=4, length_penalty=0.0), dict(do_sample=True, top_k=0),
+                     dict(num_beams=4), dict(do_sample=True), dict(do_sample=True, num_beams=3),
+                     dict(no_repeat_ngram_size=2), dict(bad_words_ids=[[5]]), dict(stop_strings=["x"]),
+                     dict(eos_token_id=[2, 5]), dict(num_beams=2, length_penalty=0.0, early_stopping="never")):
+        assert plan(**settings)[0] == "engine", settings
+    assert plan(num_beams=4)[1].startswith("length_penalty != 0")  # says what the operators would get wrong
+    assert plan()[1] == "fastest: each prompt run once for all its beams"
+    assert plan(backend="graph")[0] == "graph"
+    assert plan(backend="graph", num_beams=4)[1].startswith("requested; may differ from transformers")
 
 
 @pytest.mark.parametrize("arch", ["biogpt", "opt-post-ln"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ortgen.bench.floor import MachineRates, ModelCost, floor_seconds
-from ortgen.bench.report import markdown
+from ortgen.bench.report import head_to_head, markdown
 from ortgen.bench.workloads import QUICK, WORKLOADS, Workload
 
 
@@ -62,3 +62,18 @@ def test_markdown_table_has_one_row_per_measurement():
     text = markdown(result)
     assert "| m | W1 | ortgen step engine int8 | 2.5 | 25.6 | 8.00x | 1.5 | 1.67 | 1.00 |" in text
     assert "float32 GEMM 100.0 GFLOP/s" in text and "Medians of 3 runs" in text
+    assert "Head to head" not in text  # nothing to pair
+
+
+def test_head_to_head_pairs_the_engine_with_each_baseline_at_the_same_precision():
+    def row(system, seconds):
+        return {"model": "m", "workload": "W1", "system": system, "seconds": seconds}
+
+    lines = head_to_head([row("ortgen step engine int8", 2.0), row("ortgen step engine fp32", 4.0),
+                          row("CTranslate2 int8", 6.0), row("CTranslate2 fp32", 10.0),
+                          row("ortgen in-graph op fp32", 6.0), row("transformers fp32", 20.0)])
+    assert "| m | W1 | int8 | 2 s | CTranslate2 6 s | 3.00x |" in lines
+    assert "| m | W1 | fp32 | 4 s | CTranslate2 10 s | 2.50x |" in lines
+    assert "| m | W1 | fp32 | 4 s | ortgen in-graph op 6 s | 1.50x |" in lines
+    assert not any("ortgen in-graph op int8" in line for line in lines)  # no such measurement
+    assert sum(line.startswith("| m |") for line in lines) == 3

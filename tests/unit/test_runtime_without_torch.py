@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,9 +14,12 @@ def test_demo_runs_the_whole_path(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr()
     assert "com.microsoft BeamSearch" in out.out  # the package listing
-    assert out.out.count("[0] Aspirin reduces the risk of") == 2
-    # beam search with length_penalty 1 runs on the step engine, greedy in-graph
-    assert "ran decoder_engine.onnx (ortgen step engine)" in out.err and "ran generate_greedy.onnx" in out.err
+    assert out.out.count("[0] Aspirin reduces the risk of") == 3
+    # beam search in the BeamSearch operator, then the same beams on the step engine, then greedy (engine)
+    assert "ran generate_beam.onnx (com.microsoft BeamSearch)" in out.err
+    assert out.err.count("ran decoder_engine.onnx (ortgen step engine)") == 2
+    beams = [re.sub(r"score -?[0-9.]+", "", block) for block in out.out.split("[0] Aspirin reduces the risk of")[1:3]]
+    assert beams[0] == beams[1], "length_penalty 0: both backends find the same beams (texts, lengths, EOS)"
     assert (tmp_path / "demo" / "package" / "ortgen.json").is_file()
 
 

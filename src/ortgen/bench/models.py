@@ -52,7 +52,7 @@ def prepare(name: str, workdir: Path, *, quick: bool, dtypes: list[str], ctransl
     packages = {}
     for dtype in dtypes:
         package = root / f"package-{dtype}"
-        if not (package / "ortgen.json").is_file():
+        if not _is_current(package):
             log.info("exporting %s (%s weights)", preset, dtype)
             quant = QuantConfig.parse(None if dtype == "float32" else dtype)
             export_package(str(hf_dir), package, ExportOptions(force=True, quantize=quant, show_progress=False))
@@ -70,3 +70,17 @@ def prepare(name: str, workdir: Path, *, quick: bool, dtypes: list[str], ctransl
     first = 2 if family == "biogpt" else None
     return BenchModel(name, family, hf_dir, packages, ct2_dir, manifest.architecture.vocab_size, first,
                       special.pad_token_id, special.eos_token_id)
+
+
+def _is_current(package: Path) -> bool:
+    """Whether a package left by an earlier run can be reused: complete, and with a step-engine
+    graph this ortgen drives (packages from before the shared-prompt cache lack ``query_seqlens``)."""
+    import onnx
+
+    from ortgen import contract
+
+    engine = package / contract.GRAPH_FILES[contract.DECODER_ENGINE]
+    if not (package / "ortgen.json").is_file() or not engine.is_file():
+        return False
+    graph = onnx.load(str(engine), load_external_data=False).graph
+    return any(i.name == contract.QUERY_SEQLENS for i in graph.input)

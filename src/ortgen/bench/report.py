@@ -32,7 +32,33 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{m['tokens_per_second']:.1f} | {speed} | {floor} | {ratio} | {memory} |")
     lines.append("")
     lines.append("Workloads: " + "; ".join(f"{k}: {v}" for k, v in result["workloads"].items()) + ".")
+    lines.extend(head_to_head(result["measurements"]))
     return "\n".join(lines) + "\n"
+
+
+# (system, baseline) name prefixes compared at the same weight precision
+HEAD_TO_HEAD = (("ortgen step engine", "ortgen in-graph op"), ("ortgen step engine", "CTranslate2"))
+
+
+def head_to_head(measurements: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: the step engine against each other system at the same precision, on the same
+    model and workload, as "baseline seconds / engine seconds" (above 1: the engine is faster)."""
+    by_key = {(m["model"], m["workload"], m["system"]): m["seconds"] for m in measurements}
+    rows = []
+    for (model, workload, system), seconds in by_key.items():
+        for prefix, baseline in HEAD_TO_HEAD:
+            if not system.startswith(prefix + " "):
+                continue
+            precision = system[len(prefix) + 1:]
+            other = by_key.get((model, workload, f"{baseline} {precision}"))
+            if other:
+                rows.append(f"| {model} | {workload} | {precision} | {seconds:.3g} s | {baseline} {other:.3g} s | "
+                            f"{other / seconds:.2f}x |")
+    if not rows:
+        return []
+    return ["", "Head to head, same precision (baseline seconds / step-engine seconds):", "",
+            "| model | workload | weights | step engine | baseline | engine speed-up |", "|---|---|---|---:|---:|---:|",
+            *rows]
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:

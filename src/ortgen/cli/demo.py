@@ -49,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
     print("3. the package:")
     print(describe(package_dir))
     prompts = args.prompt or DEFAULT_PROMPTS
-    print("4. generating inside ONNX Runtime (random weights: expect nonsense)")
+    print("4. generating (random weights: expect nonsense): beam search inside ONNX Runtime's BeamSearch "
+          "operator, then with ortgen's step engine (the default), then greedy")
     generator = Generator.load(package_dir)
-    for options in ({"num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 12}, {"max_new_tokens": 12}):
+    beam = {"num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 12, "length_penalty": 0.0}
+    for options in ({**beam, "backend": "graph"}, beam, {"max_new_tokens": 12}):
         print_result(generator.generate(prompts, **options), prompts)
     print(f'done: try `ortgen generate {package_dir} "your prompt" --num-beams 4`')
     return 0

@@ -38,8 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Generate continuations for one or more prompts (a batch). Options follow transformers' generate(): "
             "num_beams > 1 is beam search, --do-sample (or any of temperature/top-k/top-p/seed) samples, both is "
-            "beam sampling, otherwise greedy search. The in-graph ONNX Runtime operators run whenever their "
-            "semantics equal transformers' for the settings, ortgen's step engine otherwise (--backend forces one). "
+            "beam sampling, otherwise greedy search. ortgen's step engine runs it (transformers' semantics for every "
+            "setting, each prompt run once for all its beams); --backend graph runs ONNX Runtime's in-graph "
+            "BeamSearch / GreedySearch / Sampling operators instead (what Triton serves). "
             "Prints which graph ran and why."
         ),
         epilog='example: ortgen generate pkg "Aspirin is" "Metformin is" --num-beams 4 --num-return-sequences 2',
@@ -72,7 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, help="sampling: nucleus filtering, in (0, 1]")
     p.add_argument("--seed", type=int, help="sampling seed (reproducible)")
     p.add_argument("--backend", choices=["auto", "graph", "engine"],
-                   help="auto (default): in-graph operators where they match transformers, step engine otherwise")
+                   help="auto (default): the step engine; the in-graph operators for packages without one. "
+                        "graph: ONNX Runtime's operators (refuses what they cannot do). engine: the step engine")
     p.add_argument("--stream", action="store_true", help="print text as it is generated (one prompt; step engine)")
     p.add_argument("--provider", default="cpu", help="execution provider: cpu or cuda (default cpu)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

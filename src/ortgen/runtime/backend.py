@@ -2,9 +2,12 @@
 
 ONNX Runtime's BeamSearch / GreedySearch / Sampling operators are fast and self-contained
 (one call per request, what Triton serves), but their semantics equal transformers' only
-for some settings (docs/ort-vs-transformers.md). ``auto`` runs a request in-graph only when
-they do, and on the step engine otherwise; ``graph`` and ``engine`` force a backend
-(``graph`` refuses what the operators cannot express, and says when their result may differ).
+for some settings (docs/ort-vs-transformers.md), and they run each prompt once per beam. The step
+engine equals transformers for every setting and was faster on every workload of ``ortgen bench``
+(docs/benchmarks.md), so ``auto`` runs every request on it, and in-graph only for packages without
+it (head_dim not a multiple of 8) where the operators equal transformers. ``graph`` and ``engine``
+force a backend (``graph`` refuses what the operators cannot express, and says when their result
+may differ).
 """
 
 from __future__ import annotations
@@ -83,10 +86,10 @@ def choose_backend(settings: GenerationSettings, graphs: Mapping[str, Any], defa
                                           "(decoder_engine.onnx): it was exported by an older ortgen (re-export it), "
                                           "or its head_dim is not a multiple of 8")
         return ENGINE, "requested"
+    if has_engine:
+        return ENGINE, limits[0] if limits else "fastest: each prompt run once for all its beams"
     if not limits:
-        return GRAPH, "in-graph operator matches transformers here"
-    if not has_engine:
-        raise GenerationSettingsError("these settings need the step engine, which this package lacks (exported by "
-                                      "an older ortgen: re-export it; or head_dim is not a multiple of 8): "
-                                      + "; ".join(limits))
-    return ENGINE, limits[0]
+        return GRAPH, "no step engine in this package; the in-graph operator matches transformers here"
+    raise GenerationSettingsError("these settings need the step engine, which this package lacks (exported by "
+                                  "an older ortgen: re-export it; or head_dim is not a multiple of 8): "
+                                  + "; ".join(limits))
