@@ -197,7 +197,7 @@ def test_auto_backend_choice(zoo):
                      dict(eos_token_id=[2, 5]), dict(num_beams=2, length_penalty=0.0, early_stopping="never")):
         assert plan(**settings)[0] == "engine", settings
     assert plan(num_beams=4)[1].startswith("length_penalty != 0")  # says what the operators would get wrong
-    assert plan()[1] == "fastest: each prompt run once for all its beams"
+    assert plan()[1] == "the default: exact for every setting, faster than the in-graph operators"
     assert plan(backend="graph")[0] == "graph"
     assert plan(backend="graph", num_beams=4)[1].startswith("requested; may differ from transformers")
 

@@ -87,7 +87,7 @@ def choose_backend(settings: GenerationSettings, graphs: Mapping[str, Any], defa
                                           "or its head_dim is not a multiple of 8")
         return ENGINE, "requested"
     if has_engine:
-        return ENGINE, limits[0] if limits else "fastest: each prompt run once for all its beams"
+        return ENGINE, limits[0] if limits else "the default: exact for every setting, faster than the in-graph operators"
     if not limits:
         return GRAPH, "no step engine in this package; the in-graph operator matches transformers here"
     raise GenerationSettingsError("these settings need the step engine, which this package lacks (exported by "
