@@ -6,7 +6,6 @@ reachable). Reading happens here; nothing is written.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 from ortgen.arch import ArchSpec, ModelDims, get_spec
 from ortgen.errors import ModelSourceError
+from ortgen.jsonfile import read_json
 from ortgen.export.tensor_files import TensorSource, open_weights
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,7 @@ class Checkpoint:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ModelSourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise ModelSourceError(f"{path} is not valid JSON: {exc}") from exc
+    data = read_json(path, error=ModelSourceError)
     if not isinstance(data, dict):
         raise ModelSourceError(f"{path} should hold a JSON object")
     return data

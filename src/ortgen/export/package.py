@@ -18,7 +18,6 @@ Ctrl-C) never leaves a half-written package behind.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -32,6 +31,7 @@ import onnx
 from ortgen import __version__, contract
 from ortgen.arch import ModelDims
 from ortgen.errors import ModelSourceError, PackageError
+from ortgen.jsonfile import read_json
 from ortgen.export.checkpoint import Checkpoint, open_checkpoint
 from ortgen.export.decoder import build_decoder_graph, write_decoder_weights
 from ortgen.export.engine_graph import build_engine_graph
@@ -214,7 +214,7 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
     prompt_format = None
     format_file = ck.directory / "prompt_format.json"
     if format_file.is_file():
-        prompt_format = json.loads(format_file.read_text(encoding="utf-8"))
+        prompt_format = read_json(format_file, error=ModelSourceError)
         log.info("prompt format: %s", prompt_format.get("description", "recorded"))
     manifest = Manifest(
         ortgen_version=__version__,

@@ -78,19 +78,13 @@ def check_decoder(session: Any, manifest: Manifest, reference: Reference, tolera
     cases.append(_case("prompt", "batch 3 left-padded (11, 6, 1 tokens), no past", ours, logits, presents, valid,
                        valid, tolerance))
 
-    past = [ours[contract.present_name(i)] for i in range(a.num_layers)]
-    step = rng.integers(low, a.vocab_size, size=(3, 1))
-    mask1 = np.concatenate([mask, np.ones((3, 1), mask.dtype)], axis=1)
-    ours1 = _run(session, step, mask1, past)
-    logits1, presents1, cache = reference.forward(step, mask1, cache)
-    cases.append(_case("one step", "1 new token on that past (past 11)", ours1, logits1, presents1,
-                       np.ones((3, 1), bool), mask1.astype(bool), tolerance))
-
-    past = [ours1[contract.present_name(i)] for i in range(a.num_layers)]
-    chunk = rng.integers(low, a.vocab_size, size=(3, 3))
-    mask3 = np.concatenate([mask1, np.ones((3, 3), mask.dtype)], axis=1)
-    ours3 = _run(session, chunk, mask3, past)
-    logits3, presents3, _ = reference.forward(chunk, mask3, cache)
-    cases.append(_case("chunk", "3 new tokens at once (past 12)", ours3, logits3, presents3,
-                       np.ones((3, 3), bool), mask3.astype(bool), tolerance))
+    for name, new, what in (("one step", 1, "1 new token on that past"), ("chunk", 3, "3 new tokens at once")):
+        past = [ours[contract.present_name(i)] for i in range(a.num_layers)]
+        tokens = rng.integers(low, a.vocab_size, size=(3, new))
+        description = f"{what} (past {mask.shape[1]})"
+        mask = np.concatenate([mask, np.ones((3, new), mask.dtype)], axis=1)
+        ours = _run(session, tokens, mask, past)
+        logits, presents, cache = reference.forward(tokens, mask, cache)
+        cases.append(_case(name, description, ours, logits, presents, np.ones((3, new), bool), mask.astype(bool),
+                           tolerance))
     return cases

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ortgen.errors import OrtgenError
+from ortgen.jsonfile import parse_json, read_json
 
 # Varied lengths, from one word to a retrieval-style paragraph. The first three form the
 # left-padded batch every setting runs on; the others run as a second batch.
@@ -83,10 +84,7 @@ def load_prompts(path: Path) -> list[str] | list[list[int]]:
     except OSError as exc:
         raise OrtgenError(f"cannot read prompts file {path}: {exc.strerror or exc}") from exc
     if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise OrtgenError(f"{path} is not valid JSON: {exc}") from exc
+        data = parse_json(text, path)
         valid = isinstance(data, list) and data and (
             all(isinstance(p, str) and p.strip() for p in data)
             or all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in data))
@@ -101,12 +99,7 @@ def load_prompts(path: Path) -> list[str] | list[list[int]]:
 
 def load_settings(path: Path) -> list[dict[str, Any]]:
     """JSON: a list of objects with Generator option names (greedy or beam search)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise OrtgenError(f"cannot read settings file {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise OrtgenError(f"{path} is not valid JSON: {exc}") from exc
+    data = read_json(path, what="settings file ")
     if not isinstance(data, list) or not data or not all(isinstance(s, dict) for s in data):
         raise OrtgenError(f"{path} must hold a non-empty list of settings objects")
     for i, entry in enumerate(data):

@@ -1,0 +1,27 @@
+"""Reading a user's JSON file with the error ortgen shows for it (no traceback, the file named)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ortgen.errors import OrtgenError
+
+
+def read_json(path: Path, *, what: str = "", error: type[OrtgenError] = OrtgenError) -> Any:
+    """The parsed contents of ``path``; ``error`` says why when it cannot be read or parsed
+    (``what`` names the file's role in the message: "settings file ")."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"cannot read {what}{path}: {exc.strerror or exc}") from exc
+    return parse_json(text, path, error=error)
+
+
+def parse_json(text: str, path: Path, *, error: type[OrtgenError] = OrtgenError) -> Any:
+    """``text`` (read from ``path``) parsed, or ``error`` naming the file."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise error(f"{path} is not valid JSON: {exc}") from exc
