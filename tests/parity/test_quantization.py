@@ -96,3 +96,10 @@ def test_validate_cli_reports_quality_for_quantized_packages(zoo, tmp_path, caps
     q = report["quantization"]
     assert q["weights"] == "int8" and q["tolerance"]["min_greedy_agreement"] == TOLERANCES["int8"].min_greedy_agreement
     assert np.isfinite(q["max_abs_logit_error"]) and q["max_abs_logit_error"] > 0
+
+
+def test_int4_on_post_ln_opt_falls_short_and_the_check_says_so(zoo):
+    """docs/quantization.md does not recommend int4 for post-LN OPT: the check must fail it."""
+    quality = measure(zoo, "opt-post-ln", "int4")
+    assert quality.status == FAIL
+    assert quality.greedy_agreement < TOLERANCES["int4"].min_greedy_agreement
