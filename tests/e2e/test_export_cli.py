@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.cli import main
-from ortgen.export.tensor_files import SafetensorsFile, write_safetensors
-from ortgen.manifest import Manifest
+from ortgen.tensor_files import SafetensorsFile, write_safetensors
+from ortgen.package.manifest import Manifest
 from tests.conftest import needs_torch
 
 pytestmark = needs_torch
@@ -98,7 +98,7 @@ def test_existing_package_dir_is_refused_without_force(zoo, model_copy, tmp_path
 @pytest.mark.parametrize(
     "damage, message",
     [
-        ("missing_dir", "does not exist (expected a local directory or a Hub id)"),
+        ("missing_dir", "does not exist (expected a local Hugging Face or fairseq directory, or a Hub id"),
         ("file_not_dir", "is a file; pass the checkpoint's directory"),
         ("no_config", "has no config.json; it is not a Hugging Face model directory"),
         ("bad_json", "config.json is not valid JSON"),

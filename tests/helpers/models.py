@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ortgen.random_models import demo_corpus, write_demo_tokenizer
+from ortgen.demo.models import demo_corpus, write_demo_tokenizer
 
 ARCHS = ("biogpt", "gpt2", "opt", "opt-post-ln")
 MODEL_TYPE = {"biogpt": "biogpt", "gpt2": "gpt2", "opt": "opt", "opt-post-ln": "opt"}

@@ -16,8 +16,8 @@ import torch
 from ortgen.cli import main
 from ortgen.convert.fairseq_biogpt import convert_fairseq_biogpt
 from ortgen.errors import ModelSourceError, UnsupportedModelError, WeightMismatchError
-from ortgen.manifest import Manifest
-from ortgen.random_models import write_demo_tokenizer
+from ortgen.package.manifest import Manifest
+from ortgen.demo.models import write_demo_tokenizer
 from ortgen.runtime.generator import Generator
 from tests.conftest import REAL_BIOGPT_TOKENIZER
 from tests.helpers.fairseq import fairseq_forward, write_fairseq_biogpt
@@ -93,8 +93,8 @@ def test_qa_checkpoint_end_to_end(tmp_path, demo_tokenizer, capsys):
     assert main(["export", str(tmp_path / "qa"), "-o", str(pkg), "--no-progress"]) == 0
     manifest = Manifest.load(pkg)
     assert manifest.source["converted_from"] == "fairseq transformer_lm_prompt_biogpt"
-    assert manifest.prompt_format["learned_prompt_ids"] == list(range(fx.dictionary_size, fx.rows))
-    assert manifest.generation_defaults == {"num_beams": 1, "max_new_tokens": 24}
+    assert manifest.prompt_format.learned_prompt_ids == list(range(fx.dictionary_size, fx.rows))
+    assert manifest.generation_defaults.as_dict() == {"num_beams": 1, "max_new_tokens": 24}
     assert no_leftovers(tmp_path)
 
     generator = Generator.load(pkg)
@@ -124,7 +124,7 @@ def test_qa_checkpoint_end_to_end(tmp_path, demo_tokenizer, capsys):
 
 
 def test_answer_parsing():
-    from ortgen.runtime.prompt_format import PromptFormat
+    from ortgen.package.prompt_format import PromptFormat
 
     fmt = PromptFormat(learned_prompt_ids=[10], template="question: {question} context: {context}",
                        answer_prefix="the answer to the question given the context is", answers=["yes", "no", "maybe"])

@@ -12,9 +12,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.arch import get_spec
-from ortgen.manifest import Manifest
+from ortgen.package.manifest import Manifest
 from tests.helpers.models import ARCHS
 from tests.helpers.reference import hf_forward
 

@@ -196,8 +196,8 @@ def test_auto_backend_choice(zoo):
                      dict(no_repeat_ngram_size=2), dict(bad_words_ids=[[5]]), dict(stop_strings=["x"]),
                      dict(eos_token_id=[2, 5]), dict(num_beams=2, length_penalty=0.0, early_stopping="never")):
         assert plan(**settings)[0] == "engine", settings
-    assert plan(num_beams=4)[1].startswith("length_penalty != 0")  # says what the operators would get wrong
-    assert plan()[1] == "the default: exact for every setting, faster than the in-graph operators"
+    assert plan(num_beams=4)[1] == plan()[1] == ("auto: ortgen's step engine, exact for every setting and faster "
+                                                 "than the in-graph operators")
     assert plan(backend="graph")[0] == "graph"
     assert plan(backend="graph", num_beams=4)[1].startswith("requested; may differ from transformers")
 
@@ -243,7 +243,7 @@ def test_packages_without_the_step_engine_refuse_what_needs_it(tmp_path):
 
     from ortgen.errors import GenerationSettingsError
     from ortgen.export.package import ExportOptions, export_package
-    from ortgen.random_models import write_demo_tokenizer
+    from ortgen.demo.models import write_demo_tokenizer
 
     directory = tmp_path / "head12"
     vocab = write_demo_tokenizer(directory, num_merges=100)

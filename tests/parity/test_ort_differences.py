@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.runtime.generator import Generator, left_pad
 from tests.helpers.models import EOS_BIAS
 from tests.helpers.reference import hf_generate, hf_sequence_logprob

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ortgen.cli import main
-from ortgen.manifest import Manifest
+from ortgen.package.manifest import Manifest
 from ortgen.runtime.generator import Generator
 from ortgen.validate.quantization_check import TOLERANCES, check_quantization
 from ortgen.validate.reference import Reference

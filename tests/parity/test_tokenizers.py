@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ortgen.runtime.tokenizer import MOSES_BPE, MosesBpeTokenizer, TokenizerInfo
+from ortgen.package.tokenizer_info import MOSES_BPE, TokenizerInfo
+from ortgen.runtime.tokenizer import MosesBpeTokenizer
 from tests.conftest import REAL_BIOGPT_TOKENIZER
 
 SENTENCES = [

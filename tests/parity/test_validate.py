@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 import pytest
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.cli import main
-from ortgen.manifest import Manifest
+from ortgen.package.manifest import Manifest
 from ortgen.validate.report import EXPLAINED, MATCH, MISMATCH
 from ortgen.validate.runner import validate_package
 from ortgen.validate.generation_check import LENGTH_NORMALISATION
@@ -161,4 +161,33 @@ def test_bad_settings_files_are_explained(zoo, tmp_path, capsys, content, messag
 
 def test_reference_of_another_model_is_refused(zoo, capsys):
     code = main(["validate", str(zoo.package("opt")), "--reference", str(zoo.model("biogpt").directory)])
-    assert code == 1 and "not the same model" in capsys.readouterr().err
+    assert code == 1 and "is a biogpt model, the package a opt model" in capsys.readouterr().err
+
+
+def test_a_reference_that_does_not_exist_is_named_as_such(zoo, capsys):
+    code = main(["validate", str(zoo.package("opt")), "--reference", "/nonexistent/model"])
+    err = capsys.readouterr().err
+    assert code == 1 and "MODEL '/nonexistent/model' does not exist" in err and "Hub" not in err.split("(")[0]
+
+
+def test_sampling_seed_varies_per_run_and_seed_repeats_a_run(zoo, tmp_path):
+    reports = []
+    for run, seed in enumerate((None, None, 77, 77)):
+        out = tmp_path / f"r{run}.json"
+        args = ["validate", str(zoo.package("gpt2")), "--reference", str(zoo.model("gpt2").directory),
+                "--json", str(out), "--draws", "200", "--backend", "engine", "--prompts", str(_one_prompt(tmp_path))]
+        main(args + (["--seed", str(seed)] if seed is not None else []))
+        reports.append(json.loads(out.read_text())["sampling"])
+    frequencies = [[c for c in r if "frequencies" in c["name"]] for r in reports]
+    seeds = [[c["values"]["seed"] for c in f] for f in frequencies]
+    assert seeds[0] != seeds[1], "without --seed each run draws anew"
+    assert seeds[2] == seeds[3] and seeds[2][0] == 79  # --seed 77: the frequency tests use 77 + 2, 77 + 3
+    assert [c["values"]["p_value"] for c in frequencies[2]] == [c["values"]["p_value"] for c in frequencies[3]]
+    # the run's false-failure rate is split between its frequency tests (two on the engine)
+    assert {c["values"]["threshold"] for c in frequencies[2]} == {0.001 / 2}
+
+
+def _one_prompt(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("Aspirin reduces the risk of\n")
+    return path

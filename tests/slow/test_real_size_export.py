@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from ortgen.manifest import Manifest
+from ortgen.package.manifest import Manifest
 from ortgen.runtime.generator import Generator
 from tests.conftest import REAL_BIOGPT_TOKENIZER
 

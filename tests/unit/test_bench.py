@@ -33,7 +33,7 @@ def test_workloads_match_the_issue():
 
 def test_model_cost_counts_the_tied_head_and_not_the_gathers(zoo):
     from ortgen.bench.floor import model_cost
-    from ortgen.manifest import Manifest
+    from ortgen.package.manifest import Manifest
 
     package = zoo.package("biogpt")
     a = Manifest.load(package).architecture

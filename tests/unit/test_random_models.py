@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 from ortgen.cli.random_model import PRESET_NAMES
-from ortgen.export.tensor_files import SafetensorsFile
-from ortgen.random_models import PRESETS, build_random_biogpt, learn_bpe
+from ortgen.tensor_files import SafetensorsFile
+from ortgen.demo.models import PRESETS, build_random_biogpt, learn_bpe
 
 
 def test_cli_offers_every_preset():

@@ -116,13 +116,13 @@ def floor_seconds(w: Workload, cost: ModelCost, rates: MachineRates, int8: bool)
 
 def model_cost(package_dir) -> ModelCost:
     """From a package's manifest: multiplied parameters and the bytes a step reads."""
-    from ortgen.manifest import Manifest
+    from ortgen.package.manifest import Manifest
 
     m = Manifest.load(package_dir)
     a = m.architecture
     gathered = a.vocab_size * a.hidden_size + (a.max_positions + a.position_offset) * a.hidden_size
     multiplied = a.parameters - gathered + a.vocab_size * a.hidden_size  # the tied head multiplies the table
-    block = (m.quantization or {}).get("block_size", 32)
+    block = m.quantization.block_size if m.quantization else 32
     per_weight = {"float32": 4.0, "int8": 1.0 + 4 / block, "int4": 0.5 + 4 / block}[m.weights_dtype]
     return ModelCost(int(multiplied), int(multiplied * per_weight), 2 * a.num_layers * a.hidden_size * 4)
 

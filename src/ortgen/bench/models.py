@@ -36,8 +36,8 @@ class BenchModel:
 def prepare(name: str, workdir: Path, *, quick: bool, dtypes: list[str], ctranslate2: bool) -> BenchModel:
     from ortgen.export.package import ExportOptions, export_package
     from ortgen.export.quantize import QuantConfig
-    from ortgen.manifest import Manifest
-    from ortgen.random_models import build_random_biogpt, build_random_gpt2
+    from ortgen.package.manifest import Manifest
+    from ortgen.demo.models import build_random_biogpt, build_random_gpt2
 
     family, preset, quick_preset = MODELS[name]
     preset = quick_preset if quick else preset
@@ -68,19 +68,19 @@ def prepare(name: str, workdir: Path, *, quick: bool, dtypes: list[str], ctransl
     manifest = Manifest.load(next(iter(packages.values())))
     special = manifest.special_tokens
     first = 2 if family == "biogpt" else None
-    return BenchModel(name, family, hf_dir, packages, ct2_dir, manifest.architecture.vocab_size, first,
+    label = f"{preset} (quick)" if quick else name  # a quick run's tiny model is not the named shape
+    return BenchModel(label, family, hf_dir, packages, ct2_dir, manifest.architecture.vocab_size, first,
                       special.pad_token_id, special.eos_token_id)
 
 
 def _is_current(package: Path) -> bool:
     """Whether a package left by an earlier run can be reused: complete, and with a step-engine
-    graph this ortgen drives (packages from before the shared-prompt cache lack ``query_seqlens``)."""
-    import onnx
+    graph this ortgen drives."""
+    from ortgen.errors import PackageError
+    from ortgen.package import open_package
+    from ortgen.runtime.backend import has_step_engine
 
-    from ortgen import contract
-
-    engine = package / contract.GRAPH_FILES[contract.DECODER_ENGINE]
-    if not (package / "ortgen.json").is_file() or not engine.is_file():
+    try:
+        return has_step_engine(open_package(package).graphs)
+    except PackageError:
         return False
-    graph = onnx.load(str(engine), load_external_data=False).graph
-    return any(i.name == contract.QUERY_SEQLENS for i in graph.input)

@@ -79,7 +79,7 @@ class OrtgenSystem:
     """An ortgen package on one backend: "graph" (in-graph operators) or "engine" (step engine)."""
 
     def __init__(self, package_dir: Path, backend: str, device: str = "cpu") -> None:
-        from ortgen.manifest import Manifest
+        from ortgen.package.manifest import Manifest
 
         self.package_dir, self.backend, self.device = package_dir, backend, device
         self.dtype = Manifest.load(package_dir).weights_dtype

@@ -13,8 +13,10 @@ from ortgen.cli import bench, convert, demo, export, generate, inspect, random_m
 from ortgen.errors import OrtgenError
 
 DESCRIPTION = """\
-Deploy Hugging Face decoder-only language models (BioGPT, GPT-2, OPT) on ONNX Runtime,
-with beam search, greedy search and sampling running inside ONNX Runtime.
+Deploy Hugging Face decoder-only language models (BioGPT, GPT-2, OPT) on ONNX Runtime: export
+them with beam search, greedy search and sampling inside ONNX Runtime's generation operators
+(what Triton serves), and generate with ortgen's step engine (transformers' semantics for every
+setting, requests batched together) or with those operators.
 
   ortgen demo                              build a small random BioGPT, export it, generate
   ortgen export microsoft/biogpt -o pkg    checkpoint -> package directory
@@ -40,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ortgen", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ortgen {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging, -vv for debug (default: progress and results)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (default: off)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
         verb.add_parser(sub)

@@ -39,19 +39,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="example: ortgen bench --models biogpt-base --workloads W1,W2 --out bench-results",
     )
     p.add_argument("--models", type=_csv(list(MODELS)), default=["biogpt-base", "gpt2-medium"],
-                   help=f"comma-separated, from {', '.join(MODELS)} (default biogpt-base,gpt2-medium)")
-    p.add_argument("--workloads", type=_csv(["W1", "W2", "W3"]), default=["W1", "W2", "W3"])
-    p.add_argument("--systems", type=_csv(list(ALL_SYSTEMS)), default=list(ALL_SYSTEMS))
+                   help=f"comma-separated, from {', '.join(MODELS)} (default: biogpt-base,gpt2-medium)")
+    p.add_argument("--workloads", type=_csv(["W1", "W2", "W3"]), default=["W1", "W2", "W3"],
+                   help="comma-separated, from W1, W2, W3 (default: W1,W2,W3)")
+    p.add_argument("--systems", type=_csv(list(ALL_SYSTEMS)), default=list(ALL_SYSTEMS),
+                   help=f"comma-separated, from {', '.join(ALL_SYSTEMS)} (default: all)")
     p.add_argument("--weights", type=_csv(["float32", "int8", "int4"]), default=["float32", "int8"],
-                   help="ortgen package weight types (default float32,int8)")
-    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per system and workload (median)")
+                   help="ortgen package weight types, comma-separated (default: float32,int8)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per system and workload; the median is reported (default: 3)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="where every system runs (cuda: needs onnxruntime-gpu, torch with CUDA; see docs/benchmarks.md)")
+                   help="where every system runs (cuda: needs onnxruntime-gpu, torch with CUDA; see docs/benchmarks.md) "
+                        "(default: cpu)")
     p.add_argument("--no-memory", action="store_true",
-                   help="skip the peak-memory runs (one more run per system and workload, each in its own process)")
-    p.add_argument("--quick", action="store_true", help="tiny models and workloads: a smoke run in seconds")
-    p.add_argument("--workdir", type=Path, default=Path("bench-work"), help="models and packages (reused)")
-    p.add_argument("--out", type=Path, default=Path("bench-results"), help="where bench.json/.md/.png go")
+                   help="skip the peak-memory runs (one more run per system and workload, each in its own process) "
+                        "(default: measure)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny models and workloads: a smoke run in seconds, labelled as such (default: off)")
+    p.add_argument("--workdir", type=Path, default=Path("bench-work"),
+                   help="models and packages, reused by later runs (default: ./bench-work)")
+    p.add_argument("--out", type=Path, default=Path("bench-work/results"),
+                   help="where bench.json/.md/.png go (default: ./bench-work/results; the committed results live "
+                        "in bench-results/)")
     p.set_defaults(run=run)
 
 

@@ -22,15 +22,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
         epilog="example: ortgen convert-fairseq QA-PubMedQA-BioGPT -o biogpt-pubmedqa-hf",
     )
-    p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR", type=Path)
-    p.add_argument("-o", "--output", metavar="HF_DIR", type=Path, required=True)
-    p.add_argument("--force", action="store_true", help="replace HF_DIR if it exists")
+    p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR", type=Path,
+                   help="a fairseq BioGPT directory: checkpoint.pt, dict.txt and bpecodes")
+    p.add_argument("-o", "--output", metavar="HF_DIR", type=Path, required=True,
+                   help="where to write the Hugging Face directory (required)")
+    p.add_argument("--force", action="store_true", help="replace HF_DIR if it exists (default: refuse)")
     p.add_argument("--learned-prompt", type=positive_int, metavar="N",
-                   help="the number of learned prompt tokens, when the checkpoint does not record it")
+                   help="the number of learned prompt tokens, when the checkpoint does not record it "
+                        "(default: read from the checkpoint)")
     p.add_argument("--prompt-template", choices=["auto", "pubmedqa", "none"], default="auto",
                    help="the fine-tune's input format: pubmedqa ('question: ... context: ...', lowercased), none, or "
-                        "auto (pubmedqa when the training data path says PubMedQA)")
-    p.add_argument("--no-progress", action="store_true")
+                        "auto (pubmedqa when the training data path says PubMedQA) (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress (default: shown)")
     p.set_defaults(run=run)
 
 

@@ -18,13 +18,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "The whole path on an embedded default model: build a small BioGPT with random weights and a "
             "tokenizer learned from a short biomedical text (nothing downloaded), export it, show the package "
-            "and generate with beam search and greedy search inside ONNX Runtime. Random weights generate "
-            "nonsense: this shows the machinery."
+            "and generate: beam search inside ONNX Runtime's BeamSearch operator, the same beams on ortgen's "
+            "step engine, then greedy search. Random weights generate nonsense: this shows the machinery."
         ),
     )
     p.add_argument("--workdir", type=Path, default=Path("ortgen-demo"),
-                   help="where the model and package go (default ./ortgen-demo; rebuilt each run)")
-    p.add_argument("--prompt", action="append", help="prompt(s) to generate for (repeatable)")
+                   help="where the model and package go, rebuilt each run (default: ./ortgen-demo)")
+    p.add_argument("--prompt", action="append",
+                   help="prompt(s) to generate for (repeatable; default: two biomedical prompts)")
     p.set_defaults(run=run)
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ortgen.cli.generate import print_result
     from ortgen.cli.inspect import describe
     from ortgen.export.package import ExportOptions, export_package
-    from ortgen.random_models import build_random_biogpt
+    from ortgen.demo.models import build_random_biogpt
     from ortgen.runtime.generator import Generator
 
     workdir: Path = args.workdir

@@ -19,25 +19,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
         epilog="example: ortgen export microsoft/biogpt -o biogpt-pkg",
     )
-    p.add_argument("model", metavar="MODEL", help="local Hugging Face model directory, or a Hub id")
+    p.add_argument("model", metavar="MODEL",
+                   help="a local Hugging Face model directory, a fairseq BioGPT directory (checkpoint.pt, dict.txt, "
+                        "bpecodes) or a Hub id")
     p.add_argument("-o", "--output", metavar="PACKAGE_DIR", required=True, type=Path,
-                   help="where to write the package (must not exist unless --force)")
-    p.add_argument("--force", action="store_true", help="replace PACKAGE_DIR if it is an existing package")
+                   help="where to write the package (required; must not exist unless --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace PACKAGE_DIR if it is an existing package (default: refuse)")
     p.add_argument("--tokenizer", metavar="DIR", type=Path,
-                   help="take the tokenizer from DIR instead of MODEL (e.g. for a checkpoint saved without one)")
+                   help="take the tokenizer from DIR instead of MODEL, e.g. for a checkpoint saved without one "
+                        "(default: MODEL's)")
     p.add_argument("--temperature", type=float, default=1.0,
-                   help="sampling temperature baked into generate_sample.onnx (default 1.0)")
+                   help="sampling temperature baked into generate_sample.onnx (default: 1.0)")
     p.add_argument("--top-p", type=float, default=1.0,
-                   help="nucleus-sampling top_p baked into generate_sample.onnx, in (0, 1] (default 1.0: no filtering)")
+                   help="nucleus-sampling top_p baked into generate_sample.onnx, in (0, 1] (default: 1.0, no "
+                        "filtering)")
     p.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
                    help="weight-only quantization of every linear layer (com.microsoft MatMulNBits, block-wise, "
-                        "symmetric): int8 reads 4x fewer weight bytes per step than float32; see docs/quantization.md")
+                        "symmetric): int8 reads 4x fewer weight bytes per step than float32; see docs/quantization.md "
+                        "(default: none)")
     p.add_argument("--block-size", type=int, default=None,
                    help="quantization block size along the input dimension, a power of two >= 16 (default: 128 for "
                         "int8, 32 for int4; smaller is more precise, larger faster)")
     p.add_argument("--validate", action="store_true",
-                   help="after export, run `ortgen validate --fast` against MODEL (needs transformers)")
-    p.add_argument("--no-progress", action="store_true", help="do not show progress")
+                   help="after export, run `ortgen validate --fast` against MODEL (needs transformers) (default: off)")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress (default: shown)")
     p.set_defaults(run=run)
 
 

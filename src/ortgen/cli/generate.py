@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ortgen.cli._args import positive_int, token_ids
+from ortgen.cli._args import token_ids
 from ortgen.errors import OrtgenError
 
 if TYPE_CHECKING:
     from ortgen.runtime.generator import GenerationResult
 
-OPTIONS = ("strategy", "do_sample", "num_beams", "max_new_tokens", "min_new_tokens", "min_length",
+OPTIONS = ("strategy", "do_sample", "num_beams", "max_new_tokens", "max_length", "min_new_tokens", "min_length",
            "num_return_sequences", "length_penalty", "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids",
            "eos_token_id", "stop_strings", "early_stopping", "temperature", "top_k", "top_p", "seed", "backend")
 
@@ -45,39 +45,54 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
         epilog='example: ortgen generate pkg "Aspirin is" "Metformin is" --num-beams 4 --num-return-sequences 2',
     )
-    p.add_argument("package", metavar="PACKAGE", type=Path)
+    p.add_argument("package", metavar="PACKAGE", type=Path, help="a package directory written by `ortgen export`")
     p.add_argument("prompts", metavar="PROMPT", nargs="*", help="prompt text(s); several make a batch")
     p.add_argument("--input-ids", metavar="IDS", type=token_ids, action="append",
-                   help="a prompt as comma-separated token ids (repeatable); instead of PROMPT")
-    p.add_argument("--question", help="QA fine-tunes (e.g. BioGPT PubMedQA): the question; prints the parsed answer")
-    p.add_argument("--context", action="append", help="with --question: a context passage (repeatable)")
-    p.add_argument("--strategy", choices=["beam", "greedy", "sample"], help="default: inferred from the options")
-    p.add_argument("--do-sample", action="store_true", default=None, help="sample (with --num-beams > 1: beam sampling)")
-    p.add_argument("--num-beams", type=positive_int)
-    p.add_argument("--max-new-tokens", type=positive_int, help="default: the package's, else 32")
-    p.add_argument("--min-new-tokens", type=int, help="EOS is suppressed until this many tokens are generated")
-    p.add_argument("--min-length", type=int, help="EOS is suppressed until the sequence (prompt included) is this long")
-    p.add_argument("--num-return-sequences", type=positive_int)
-    p.add_argument("--length-penalty", type=float, help="beam search: score = logprob / length ** penalty")
-    p.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeating tokens (1.0: off)")
-    p.add_argument("--early-stopping", type=_early_stopping, metavar="{true,false,never}",
-                   help="beam search: true stops once num_beams hypotheses finished; never searches on (engine)")
-    p.add_argument("--no-repeat-ngram-size", type=int, help="ban repeating any n-gram of this size")
-    p.add_argument("--bad-words-ids", type=token_ids, action="append", metavar="IDS",
-                   help="a token sequence never to generate, comma-separated ids (repeatable)")
-    p.add_argument("--eos-token-id", type=token_ids, metavar="IDS", help="EOS id(s), comma-separated (default: model's)")
-    p.add_argument("--stop", dest="stop_strings", action="append", metavar="TEXT",
-                   help="stop a sequence when it produces TEXT (repeatable)")
-    p.add_argument("--temperature", type=float, help="sampling temperature (> 0)")
-    p.add_argument("--top-k", type=int, help="sampling: keep the k most likely tokens (transformers' default 50; 0: off)")
-    p.add_argument("--top-p", type=float, help="sampling: nucleus filtering, in (0, 1]")
-    p.add_argument("--seed", type=int, help="sampling seed (reproducible)")
+                   help="a prompt as comma-separated token ids (repeatable); instead of PROMPT (default: none)")
+    p.add_argument("--question", help="QA fine-tunes (e.g. BioGPT PubMedQA): the question; prints the parsed "
+                                      "answer (default: none)")
+    p.add_argument("--context", action="append",
+                   help="with --question: a context passage (repeatable; default: none)")
+    g = p.add_argument_group("generation settings (transformers' names and semantics; unset: the package's "
+                             "generation_config, else transformers' default)")
+    g.add_argument("--strategy", choices=["beam", "greedy", "sample"],
+                   help="shorthand for --num-beams / --do-sample (default: inferred from the other options)")
+    g.add_argument("--do-sample", action="store_true", default=None,
+                   help="sample instead of searching (with --num-beams > 1: beam sampling) (default: off)")
+    g.add_argument("--num-beams", type=int, help="beam width; 1 is greedy search or sampling (default: 1)")
+    g.add_argument("--max-new-tokens", type=int, help="new tokens at most (default: 32; wins over --max-length)")
+    g.add_argument("--max-length", type=int, help="prompt + new tokens at most, as transformers' max_length "
+                   "(default: unset)")
+    g.add_argument("--min-new-tokens", type=int, help="EOS is suppressed until this many tokens are generated "
+                   "(default: 0)")
+    g.add_argument("--min-length", type=int, help="EOS is suppressed until prompt + new tokens reach this (default: 0)")
+    g.add_argument("--num-return-sequences", type=int,
+                   help="sequences returned per prompt: the best beams, or independent samples (default: 1)")
+    g.add_argument("--length-penalty", type=float, help="beam search: score = logprob sum / length ** penalty "
+                   "(default: 1.0)")
+    g.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeating tokens (default: 1.0, off)")
+    g.add_argument("--early-stopping", type=_early_stopping, metavar="{true,false,never}",
+                   help="beam search: true stops once num_beams hypotheses finished; never searches on "
+                        "(default: false, transformers' heuristic)")
+    g.add_argument("--no-repeat-ngram-size", type=int, help="ban repeating any n-gram of this size (default: 0, off)")
+    g.add_argument("--bad-words-ids", type=token_ids, action="append", metavar="IDS",
+                   help="a token sequence never to generate, comma-separated ids (repeatable; default: none)")
+    g.add_argument("--eos-token-id", type=token_ids, metavar="IDS",
+                   help="EOS id(s), comma-separated (default: the model's)")
+    g.add_argument("--stop", dest="stop_strings", action="append", metavar="TEXT",
+                   help="stop a sequence when it produces TEXT (repeatable; default: none)")
+    g.add_argument("--temperature", type=float, help="sampling temperature, > 0 (default: 1.0)")
+    g.add_argument("--top-k", type=int, help="sampling: keep the k most likely tokens; 0 turns it off "
+                   "(default: 50, as transformers)")
+    g.add_argument("--top-p", type=float, help="sampling: nucleus filtering, in (0, 1] (default: 1.0, off)")
+    g.add_argument("--seed", type=int, help="sampling seed: the same seed gives the same tokens (default: random)")
     p.add_argument("--backend", choices=["auto", "graph", "engine"],
-                   help="auto (default): the step engine; the in-graph operators for packages without one. "
-                        "graph: ONNX Runtime's operators (refuses what they cannot do). engine: the step engine")
-    p.add_argument("--stream", action="store_true", help="print text as it is generated (one prompt; step engine)")
-    p.add_argument("--provider", default="cpu", help="execution provider: cpu or cuda (default cpu)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+                   help="auto: ortgen's step engine (exact for every setting); graph: ONNX Runtime's in-graph "
+                        "BeamSearch / GreedySearch / Sampling operators, what Triton serves (refuses what they "
+                        "cannot do); engine: the step engine (default: auto)")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated (one prompt) (default: off)")
+    p.add_argument("--provider", default="cpu", help="execution provider: cpu or cuda (default: cpu)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (default: text)")
     p.set_defaults(run=run)
 
 
@@ -163,10 +178,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.question is not None:
         return _run_question(args)
+    if args.context:
+        raise OrtgenError("--context goes with --question (a QA fine-tune's question about the passages); "
+                          "without --question, give PROMPT text(s) or --input-ids")
     if bool(args.prompts) == bool(args.input_ids):
         raise OrtgenError("give either PROMPT text(s) or --input-ids, not both and not neither")
-    if args.min_new_tokens is not None and args.min_new_tokens < 0:
-        raise OrtgenError(f"--min-new-tokens must be >= 0, got {args.min_new_tokens}")
     generator = Generator.load(args.package, providers=args.provider)
     options = _options(args)
     if args.stream:

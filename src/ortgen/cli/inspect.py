@@ -12,9 +12,10 @@ from ortgen.errors import OrtgenError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="show what a package holds",
                        description="Show a package's architecture, sizes, graphs and their I/O, and defaults.")
-    p.add_argument("package", metavar="PACKAGE", type=Path)
-    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
-    p.add_argument("--verify", action="store_true", help="also check every file's size and sha256")
+    p.add_argument("package", metavar="PACKAGE", type=Path, help="a package directory written by `ortgen export`")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON (default: a summary)")
+    p.add_argument("--verify", action="store_true",
+                   help="also check every file's size and sha256 (default: structure only)")
     p.set_defaults(run=run)
 
 
@@ -28,15 +29,15 @@ def _size(n: float) -> str:
 
 def describe(package: Path) -> str:
     """The human-readable summary of a package's manifest."""
-    from ortgen.manifest import Manifest
+    from ortgen.package import open_package
 
-    m = Manifest.load(package)
+    m = open_package(package)
     a, t = m.architecture, m.special_tokens
     lines = [
         f"package      {package}",
         f"model        {a.model_type} from {m.source.get('model', '?')}: {a.parameters / 1e6:.1f}M parameters, "
         f"{m.dtype} activations, {m.weights_dtype} weights"
-        + (f" (MatMulNBits, blocks of {m.quantization['block_size']})" if m.quantization else ""),
+        + (f" (MatMulNBits, blocks of {m.quantization.block_size})" if m.quantization else ""),
         f"decoder      {a.num_layers} layers x {a.hidden_size} hidden, {a.num_heads} heads x {a.head_dim}, "
         f"ffn {a.ffn_size}, {a.activation}, {a.norm_position}-LN",
         f"vocabulary   {a.vocab_size} tokens, {a.max_positions} positions (offset {a.position_offset}), "
@@ -57,15 +58,15 @@ def describe(package: Path) -> str:
     total = sum(f.bytes for f in m.files.values())
     weights = m.files[m.weights_file].bytes
     lines.append(f"files        {len(m.files)} files, {_size(total)} ({m.weights_file}: {_size(weights)})")
-    lines.append(f"defaults     {json.dumps(m.generation_defaults) if m.generation_defaults else '(none)'}")
+    lines.append(f"defaults     {json.dumps(m.generation_defaults.as_dict()) if m.generation_defaults else '(none)'}")
     lines.append(f"ortgen       {m.ortgen_version}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ortgen.manifest import Manifest, verify_files
+    from ortgen.package import open_package, verify_files
 
-    manifest = Manifest.load(args.package)
+    manifest = open_package(args.package)
     print(manifest.to_json(), end="") if args.json else print(describe(args.package))
     if args.verify:
         problems = verify_files(args.package, manifest)

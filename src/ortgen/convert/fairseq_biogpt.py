@@ -20,7 +20,6 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,9 @@ import numpy as np
 from ortgen.convert.fairseq_dictionary import FairseqDictionary, read_dictionary, write_merges, write_vocab
 from ortgen.convert.safe_load import load_checkpoint
 from ortgen.errors import ModelSourceError, PackageError, UnsupportedModelError, WeightMismatchError
-from ortgen.export.tensor_files import write_safetensors
+from ortgen.tensor_files import write_safetensors
 from ortgen.progress import Progress
+from ortgen.staging import make_staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def convert_fairseq_biogpt(
     dictionary = read_dictionary(source / DICTIONARY)
     learned = _learned_prompt(model, dictionary, dims["rows"], learned_prompt)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    staging = make_staging_dir(output)
     try:
         vocab = write_vocab(dictionary, [f"{name}</w>" for name in learned], staging / "vocab.json")
         merges = write_merges(source / BPECODES, staging / "merges.txt")

@@ -11,7 +11,7 @@ Two phases, so that several graph variants can share one copy of the weights:
 
 The graph uses ONNX Runtime's fused contrib operators (com.microsoft Attention with
 past/present, SkipLayerNormalization, BiasGelu / FastGelu, FusedMatMul) and follows its
-GPT subgraph contract (see :mod:`ortgen.contract`).
+GPT subgraph contract (see :mod:`ortgen.package.contract`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.arch import ModelDims
 from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder, WeightFile
 from ortgen.export.quantize import QuantConfig, QuantizedLinear, quantize_blockwise

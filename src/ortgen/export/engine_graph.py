@@ -27,9 +27,9 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.arch import ModelDims
-from ortgen.contract import (
+from ortgen.package.contract import (
     ATTENTION_BIAS,
     LAST_INDEX,
     QUERY_SEQLENS,

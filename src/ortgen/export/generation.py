@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto, helper
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.arch import ModelDims
 from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder
 

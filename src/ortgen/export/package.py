@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +27,12 @@ from typing import Any
 
 import onnx
 
-from ortgen import __version__, contract
+from ortgen import __version__
+from ortgen.package import contract
 from ortgen.arch import ModelDims
 from ortgen.errors import ModelSourceError, PackageError
 from ortgen.jsonfile import read_json
+from ortgen.convert.source import resolve_source
 from ortgen.export.checkpoint import Checkpoint, open_checkpoint
 from ortgen.export.decoder import build_decoder_graph, write_decoder_weights
 from ortgen.export.engine_graph import build_engine_graph
@@ -47,19 +48,14 @@ from ortgen.export.onnx_graph import WeightFile
 from ortgen.export.quantize import QuantConfig
 from ortgen.export.tokenizer_files import has_tokenizer_files, package_tokenizer
 from ortgen.export.weights import DecoderWeights
-from ortgen.manifest import Architecture, FileEntry, GraphInfo, Manifest, TensorSpec, file_entry
-from ortgen.manifest import SpecialTokens as ManifestSpecialTokens
+from ortgen.package.generation_options import GenerationDefaults
+from ortgen.package.manifest import Architecture, FileEntry, GraphInfo, Manifest, Quantization, TensorSpec, file_entry
+from ortgen.package.prompt_format import PromptFormat
+from ortgen.package.manifest import SpecialTokens as ManifestSpecialTokens
 from ortgen.progress import Progress
+from ortgen.staging import make_staging_dir
 
 log = logging.getLogger(__name__)
-
-# generation_config.json keys worth carrying into the package's defaults
-_GENERATION_KEYS = (
-    "max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_return_sequences",
-    "length_penalty", "repetition_penalty", "do_sample", "temperature", "top_p", "top_k", "early_stopping",
-    "no_repeat_ngram_size",
-)
-
 
 @dataclass
 class ExportOptions:
@@ -214,8 +210,12 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
     prompt_format = None
     format_file = ck.directory / "prompt_format.json"
     if format_file.is_file():
-        prompt_format = read_json(format_file, error=ModelSourceError)
-        log.info("prompt format: %s", prompt_format.get("description", "recorded"))
+        try:
+            prompt_format = PromptFormat.from_dict(read_json(format_file, error=ModelSourceError),
+                                                   path="", source=str(format_file))
+        except PackageError as exc:
+            raise ModelSourceError(str(exc)) from None
+        log.info("prompt format: %s", prompt_format.description or "recorded")
     manifest = Manifest(
         ortgen_version=__version__,
         source=_source_record(ck),
@@ -225,12 +225,12 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         ),
         dtype="float32",
         weights_dtype=written.dtype,
-        quantization=({"bits": options.quantize.bits, "block_size": options.quantize.block_size,
-                       "accuracy_level": options.quantize.accuracy_level} if options.quantize else None),
+        quantization=(Quantization(options.quantize.bits, options.quantize.block_size,
+                                   options.quantize.accuracy_level) if options.quantize else None),
         graphs=graphs,
         weights_file=contract.WEIGHTS_FILE,
         files=files,
-        generation_defaults={k: ck.generation_config[k] for k in _GENERATION_KEYS if k in ck.generation_config},
+        generation_defaults=GenerationDefaults.from_generation_config(ck.generation_config),
         tokenizer=tokenizer_info,
         prompt_format=prompt_format,
     )
@@ -239,7 +239,8 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
 
 
 def export_package(model: str, output: Path | str, options: ExportOptions | None = None) -> Manifest:
-    """Export MODEL (a Hugging Face directory or Hub id) to the package directory ``output``."""
+    """Export MODEL (a Hugging Face directory, a fairseq BioGPT directory or a Hub id) to the
+    package directory ``output``."""
     options = options or ExportOptions()
     output = Path(output).expanduser().absolute()
     _check_destination(output, options.force)
@@ -248,15 +249,8 @@ def export_package(model: str, output: Path | str, options: ExportOptions | None
     if not 0 < options.sampling.top_p <= 1:
         raise PackageError(f"--top-p must be in (0, 1], got {options.sampling.top_p}")
     started = time.perf_counter()
-    from ortgen.convert.fairseq_biogpt import convert_fairseq_biogpt, is_fairseq_dir
-
-    if is_fairseq_dir(Path(model).expanduser()):
-        # a fairseq BioGPT directory: convert it to a temporary Hugging Face directory first
-        with tempfile.TemporaryDirectory(prefix=f".{output.name}.fairseq-", dir=output.parent) as scratch:
-            log.info("%s is a fairseq checkpoint: converting it to Hugging Face format first", model)
-            hf_dir = convert_fairseq_biogpt(model, Path(scratch) / "hf", show_progress=options.show_progress)
-            return _export_checkpoint(model, open_checkpoint(str(hf_dir)), output, options, started)
-    return _export_checkpoint(model, open_checkpoint(model), output, options, started)
+    with resolve_source(model, scratch_dir=output.parent, show_progress=options.show_progress) as source:
+        return _export_checkpoint(model, open_checkpoint(source.directory, model), output, options, started)
 
 
 def _export_checkpoint(model: str, ck: Checkpoint, output: Path, options: ExportOptions, started: float) -> Manifest:
@@ -265,7 +259,7 @@ def _export_checkpoint(model: str, ck: Checkpoint, output: Path, options: Export
         "exporting %s: %s, %d layers x %d hidden, %d heads, vocab %d",
         model, ck.dims.model_type, ck.dims.num_layers, ck.dims.hidden_size, ck.dims.num_heads, ck.dims.vocab_size,
     )
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    staging = make_staging_dir(output)
     try:
         manifest = _write_package(ck, staging, options)
         _install(staging, output)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ortgen.errors import ModelSourceError
-from ortgen.runtime.tokenizer import HF_TOKENIZERS, MOSES_BPE, TokenizerInfo, load_tokenizer
+from ortgen.package.tokenizer_info import HF_TOKENIZERS, MOSES_BPE, TokenizerInfo
+from ortgen.runtime.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 

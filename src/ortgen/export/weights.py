@@ -15,7 +15,7 @@ import numpy as np
 
 from ortgen.arch import ArchSpec, ModelDims
 from ortgen.errors import WeightMismatchError
-from ortgen.export.tensor_files import TensorSource
+from ortgen.tensor_files import TensorSource
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.errors import GenerationSettingsError
 from ortgen.runtime.settings import BEAM, BEAM_SAMPLE, SAMPLE, GenerationSettings
 
@@ -42,14 +42,15 @@ def graph_unsupported(settings: GenerationSettings, graphs: Mapping[str, Any], d
     if settings.strategy == SAMPLE:
         sample = graphs.get(contract.SAMPLE)
         if settings.top_k:
-            reasons.append(f"top_k={settings.top_k}: Sampling has no top-k (transformers samples with top_k=50 "
-                           "unless told otherwise)")
+            reasons.append(f"top_k={settings.top_k}: the Sampling operator has no top-k (transformers samples with "
+                           "top_k=50 unless told otherwise; pass top_k=0 to sample without it)")
         if sample is None:
             reasons.append("no Sampling graph in the package")
         elif (settings.temperature, settings.top_p) != (float(sample.attributes["temperature"]),
                                                         float(sample.attributes["top_p"])):
-            reasons.append(f"temperature/top_p differ from the Sampling graph's "
-                           f"({sample.attributes['temperature']:g}/{sample.attributes['top_p']:g}, fixed at export)")
+            reasons.append(f"temperature={settings.temperature:g} / top_p={settings.top_p:g} differ from the Sampling "
+                           f"graph's {sample.attributes['temperature']:g} / {sample.attributes['top_p']:g}, fixed at "
+                           "export (re-export with `ortgen export --temperature T --top-p P` to bake in others)")
     if settings.no_repeat_ngram_size:
         reasons.append("no_repeat_ngram_size: fixed at 0 in the exported operators")
     if settings.bad_words_ids:
@@ -87,7 +88,7 @@ def choose_backend(settings: GenerationSettings, graphs: Mapping[str, Any], defa
                                           "or its head_dim is not a multiple of 8")
         return ENGINE, "requested"
     if has_engine:
-        return ENGINE, limits[0] if limits else "the default: exact for every setting, faster than the in-graph operators"
+        return ENGINE, "auto: ortgen's step engine, exact for every setting and faster than the in-graph operators"
     if not limits:
         return GRAPH, "no step engine in this package; the in-graph operator matches transformers here"
     raise GenerationSettingsError("these settings need the step engine, which this package lacks (exported by "

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ortgen.manifest import Manifest
+from ortgen.package.manifest import Manifest
 from ortgen.runtime.engine_decoder import EngineDecoder
 from ortgen.runtime.processors import build_processors
 from ortgen.runtime.search import Hypothesis, SearchSpec, StepEvent, beam_search, sample_or_greedy

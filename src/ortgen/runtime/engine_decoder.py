@@ -28,8 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from ortgen import contract
-from ortgen.contract import (
+from ortgen.package import contract
+from ortgen.package.contract import (
     ATTENTION_BIAS,
     LAST_INDEX,
     QUERY_SEQLENS,

@@ -20,16 +20,16 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.errors import GenerationSettingsError, OrtgenError, PackageError
-from ortgen.manifest import Manifest
+from ortgen.package import Manifest, open_package
 from ortgen.runtime.backend import ENGINE, GRAPH, choose_backend
 from ortgen.runtime.graph_runner import OPERATORS, GraphRunner, graph_key, left_pad
-from ortgen.runtime.prompt_format import PromptFormat
+from ortgen.package.prompt_format import PromptFormat
 from ortgen.runtime.results import Answer, GeneratedSequence, GenerationResult
 from ortgen.runtime.search import Hypothesis, StepEvent
 from ortgen.runtime.sessions import create_session, resolve_providers
-from ortgen.runtime.settings import GenerationRequest, GenerationSettings, check_lengths, resolve_settings
+from ortgen.runtime.settings import GenerationRequest, GenerationSettings, check_lengths, replace, resolve_settings
 from ortgen.runtime.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Generator:
         self.threads = threads
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, Any] = OrderedDict()
-        self.prompt_format = PromptFormat.from_dict(manifest.prompt_format) if manifest.prompt_format else None
+        self.prompt_format: PromptFormat | None = manifest.prompt_format
         self._engine = None
 
     @classmethod
@@ -76,7 +76,7 @@ class Generator:
         one is released first.
         """
         package_dir = Path(package_dir)
-        manifest = Manifest.load(package_dir)
+        manifest = open_package(package_dir)
         tokenizer = None
         if manifest.tokenizer is not None:
             tokenizer = load_tokenizer(package_dir / contract.TOKENIZER_DIR, manifest.tokenizer)
@@ -137,12 +137,8 @@ class Generator:
 
     def settings_for(self, **request: Any) -> GenerationSettings:
         """Resolve generation options against the package's defaults (no generation runs)."""
-        unknown = set(request) - set(GenerationRequest.__dataclass_fields__)
-        if unknown:
-            allowed = ", ".join(GenerationRequest.__dataclass_fields__)
-            raise GenerationSettingsError(f"unknown generation option(s) {', '.join(sorted(unknown))}; allowed: {allowed}")
-        return resolve_settings(GenerationRequest(**request), self.manifest.generation_defaults,
-                                [self.manifest.special_tokens.eos_token_id])
+        return resolve_settings(GenerationRequest.from_options(request), self.manifest.generation_defaults,
+                                [self.manifest.special_tokens.eos_token_id], self.manifest.architecture.vocab_size)
 
     def plan(self, settings: GenerationSettings) -> tuple[str, str]:
         """(backend, why): "graph" or "engine" for these settings."""
@@ -165,7 +161,7 @@ class Generator:
         for ids in batch:
             bad = [i for i in ids if not 0 <= i < vocab]
             if bad:
-                raise GenerationSettingsError(f"token id {bad[0]} is outside the vocabulary [0, {vocab})")
+                raise GenerationSettingsError(f"input_ids contains token id {bad[0]}, outside the vocabulary [0, {vocab})")
         return batch
 
     # -- generation ---------------------------------------------------------------------
@@ -187,17 +183,28 @@ class Generator:
         """
         settings = self.settings_for(**options)
         batch = self._batch(prompts, input_ids)
-        check_lengths(settings, max(len(ids) for ids in batch), self.manifest.architecture.max_positions)
+        limit = self.manifest.architecture.max_positions
+        new_tokens = [check_lengths(settings, len(ids), limit) for ids in batch]
         backend, reason = self.plan(settings)
         started = time.perf_counter()
+        sequences: list[list[GeneratedSequence]] = [[] for _ in batch]
+        extra: dict[str, Any] = {}
+        # max_length counts each prompt: prompts of different lengths may gain different numbers of tokens
+        for count in sorted(set(new_tokens)):
+            rows = [i for i, n in enumerate(new_tokens) if n == count]
+            concrete = replace(settings, max_new_tokens=count, max_length=None)
+            group = [batch[i] for i in rows]
+            if backend == GRAPH:
+                runner = GraphRunner(self.session, self.manifest.special_tokens.eos_token_id, self._decode)
+                outputs, extra = runner.run(group, concrete)
+            else:
+                outputs = self._from_hypotheses(self.engine.generate(group, concrete), concrete)
+            for i, output in zip(rows, outputs):
+                sequences[i] = output
         if backend == GRAPH:
             key = graph_key(settings)
-            runner = GraphRunner(self.session, self.manifest.special_tokens.eos_token_id, self._decode)
-            sequences, extra = runner.run(batch, settings)
             graph_file, operator = self.manifest.graphs[key].file, OPERATORS[key]
         else:
-            sequences = self._from_hypotheses(self.engine.generate(batch, settings), settings)
-            extra = {}
             graph_file, operator = self.manifest.graphs[contract.DECODER_ENGINE].file, "step engine"
         seconds = time.perf_counter() - started
         log.debug("%s ran in %.2fs (%s)", graph_file, seconds, reason)
@@ -211,7 +218,8 @@ class Generator:
         if settings.num_return_sequences > 1:
             raise GenerationSettingsError("streaming returns one sequence; num_return_sequences must be 1")
         batch = self._batch(None if prompt is None else [prompt], None if input_ids is None else [input_ids])
-        check_lengths(settings, len(batch[0]), self.manifest.architecture.max_positions)
+        new = check_lengths(settings, len(batch[0]), self.manifest.architecture.max_positions)
+        settings = replace(settings, max_new_tokens=new, max_length=None)
         self.plan(settings)  # raises if the engine is unavailable
         if settings.num_beams > 1:
             best = self._from_hypotheses(self.engine.generate(batch, settings), settings)[0][0]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.errors import GenerationSettingsError
 from ortgen.runtime.results import GeneratedSequence
 from ortgen.runtime.settings import BEAM, SAMPLE, GenerationSettings
@@ -114,8 +114,9 @@ class GraphRunner:
         n = s.num_return_sequences
         seed = s.seed if s.seed is not None else secrets.randbelow(2**31 - 2)
         feeds = self._feeds(np.repeat(ids, n, axis=0), np.repeat(mask, n, axis=0), s)
-        # ONNX Runtime treats seed 0 as "seed from the clock": shift by one so every seed is reproducible.
-        feeds[contract.SEED] = np.array([seed + 1], dtype=np.int32)
+        # the operator's seed is an int32, and 0 means "seed from the clock": map every seed into
+        # [1, 2**31 - 1) so each is reproducible
+        feeds[contract.SEED] = np.array([seed % (2**31 - 2) + 1], dtype=np.int32)
         out = self.session_for(contract.SAMPLE).run([contract.SEQUENCES], feeds)[0]
         rows = [self._sequence(row, ids.shape[1]) for row in out]
         return [rows[b * n:(b + 1) * n] for b in range(ids.shape[0])], {"seed": seed}

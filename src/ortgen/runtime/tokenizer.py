@@ -17,47 +17,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, Sequence
 
 from ortgen.errors import PackageError
-
-MOSES_BPE = "moses-bpe"
-HF_TOKENIZERS = "tokenizers"
-TOKENIZER_KINDS = (MOSES_BPE, HF_TOKENIZERS)
-
-
-@dataclass(frozen=True)
-class TokenizerInfo:
-    """The manifest's description of a package's tokenizer."""
-
-    kind: str
-    files: list[str]
-    prefix_ids: list[int] = field(default_factory=list)
-    suffix_ids: list[int] = field(default_factory=list)
-    special_tokens: dict[str, str] = field(default_factory=dict)  # role -> token text
-
-    def to_dict(self) -> dict:
-        return {
-            "kind": self.kind,
-            "files": self.files,
-            "prefix_ids": self.prefix_ids,
-            "suffix_ids": self.suffix_ids,
-            "special_tokens": self.special_tokens,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TokenizerInfo":
-        return cls(
-            kind=data["kind"],
-            files=list(data.get("files", [])),
-            prefix_ids=list(data.get("prefix_ids", [])),
-            suffix_ids=list(data.get("suffix_ids", [])),
-            special_tokens=dict(data.get("special_tokens", {})),
-        )
-
+from ortgen.package.tokenizer_info import HF_TOKENIZERS, MOSES_BPE, TOKENIZER_KINDS, TokenizerInfo
 
 class Tokenizer(Protocol):
     """Text <-> token ids, including the model's special prefix."""

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ortgen import contract
-from ortgen.manifest import Manifest
+from ortgen.package import contract
+from ortgen.package.manifest import Manifest
 from ortgen.validate.reference import Reference
 from ortgen.validate.report import DecoderCase, OutputCheck
 

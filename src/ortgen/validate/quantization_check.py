@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ortgen import contract
+from ortgen.package import contract
 from ortgen.runtime.generator import Generator
 from ortgen.validate.reference import Reference
 from ortgen.validate.report import FAIL, PASS, QuantizationQuality

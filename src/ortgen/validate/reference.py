@@ -71,24 +71,16 @@ class Reference:
             from transformers import AutoModelForCausalLM
         except ImportError as exc:
             raise ModelSourceError("validation needs transformers and torch: pip install 'ortgen[export]'") from exc
-        from pathlib import Path
+        from ortgen.convert.source import resolve_source
 
-        from ortgen.convert.fairseq_biogpt import convert_fairseq_biogpt, is_fairseq_dir
-
-        if is_fairseq_dir(Path(source)):
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="ortgen-reference-") as scratch:
-                hf_dir = convert_fairseq_biogpt(source, Path(scratch) / "hf", show_progress=False)
-                reference = cls.load(str(hf_dir))
-                reference.source = source
-                return reference  # the weights are in memory: the directory may go
-        try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-        except TypeError:  # transformers < 4.56 names it torch_dtype
-            model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch.float32)
-        except (OSError, ValueError) as exc:
-            raise ModelSourceError(f"transformers could not load the reference model {source!r}: {exc}") from exc
+        with resolve_source(source, show_progress=False) as resolved:  # a fairseq directory: converted first
+            try:
+                try:
+                    model = AutoModelForCausalLM.from_pretrained(resolved.directory, dtype=torch.float32)
+                except TypeError:  # transformers < 4.56 names it torch_dtype
+                    model = AutoModelForCausalLM.from_pretrained(resolved.directory, torch_dtype=torch.float32)
+            except (OSError, ValueError) as exc:
+                raise ModelSourceError(f"transformers could not load the reference model {source!r}: {exc}") from exc
         return cls(model.eval(), source)
 
     # -- forward ------------------------------------------------------------------------

@@ -16,9 +16,10 @@ from typing import Any
 
 import onnxruntime
 
-from ortgen import __version__, contract
+from ortgen import __version__
+from ortgen.package import contract
 from ortgen.errors import OrtgenError
-from ortgen.manifest import verify_files
+from ortgen.package.manifest import verify_files
 from ortgen.runtime.backend import graph_unsupported, has_step_engine
 from ortgen.runtime.generator import Generator
 from ortgen.runtime.graph_runner import graph_key
@@ -106,6 +107,7 @@ def validate_package(
     generator: Generator | None = None,
     reference: Reference | None = None,
     backends: tuple[str, ...] = ("graph", "engine"),
+    seed: int | None = None,
 ) -> Report:
     """Compare a package with its transformers reference; see the package docstring."""
     started = time.perf_counter()
@@ -114,6 +116,10 @@ def validate_package(
     generator = generator or Generator.load(package, max_sessions=1)
     log.info("loading the reference model %s with transformers", reference_source)
     reference = reference or Reference.load(reference_source)
+    theirs, ours = reference.model.config.model_type, generator.manifest.architecture.model_type
+    if theirs != ours:
+        raise OrtgenError(f"the reference {reference_source!r} is a {theirs} model, the package a {ours} model: "
+                          "pass the model the package was exported from")
     if reference.model.config.vocab_size != generator.manifest.architecture.vocab_size:
         raise OrtgenError(
             f"the reference has vocab_size {reference.model.config.vocab_size}, the package "
@@ -163,6 +169,6 @@ def validate_package(
     report.generation = [results[(b, i, backend)] for b, i, backend, _ in plan]
     if not fast:
         log.info("sampling: reproducibility, greedy limits, %d-draw frequency tests", draws)
-        report.sampling = check_sampling(generator, reference, suite.batches[0], draws, backends)
+        report.sampling = check_sampling(generator, reference, suite.batches[0], draws, backends, seed)
     report.seconds = time.perf_counter() - started
     return report

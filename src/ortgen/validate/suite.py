@@ -53,7 +53,8 @@ FAST_SETTINGS: list[dict[str, Any]] = [
     {"name": "beam 4, return 2", "num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 8},
 ]
 
-_ALLOWED_SETTINGS = {"name", "num_beams", "max_new_tokens", "min_new_tokens", "min_length", "num_return_sequences",
+ALLOWED_SETTINGS = {"name", "num_beams", "max_new_tokens", "max_length", "min_new_tokens", "min_length",
+                    "num_return_sequences",
                      "length_penalty", "repetition_penalty", "early_stopping", "no_repeat_ngram_size",
                      "bad_words_ids", "eos_token_id"}
 
@@ -103,11 +104,11 @@ def load_settings(path: Path) -> list[dict[str, Any]]:
     if not isinstance(data, list) or not data or not all(isinstance(s, dict) for s in data):
         raise OrtgenError(f"{path} must hold a non-empty list of settings objects")
     for i, entry in enumerate(data):
-        unknown = set(entry) - _ALLOWED_SETTINGS
+        unknown = set(entry) - ALLOWED_SETTINGS
         if unknown:
             raise OrtgenError(
                 f"{path}: settings #{i} has unknown key(s) {', '.join(sorted(unknown))}; "
-                f"allowed: {', '.join(sorted(_ALLOWED_SETTINGS))} (sampling is validated statistically, separately)"
+                f"allowed: {', '.join(sorted(ALLOWED_SETTINGS))} (sampling is validated statistically, separately)"
             )
         entry.setdefault("name", json.dumps({k: v for k, v in entry.items()}, sort_keys=True))
     return data

@@ -10,10 +10,12 @@ prompts, so users pass plain text (or a question and its contexts) and get the a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import string
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from ortgen.errors import OrtgenError
+from ortgen.package.fields import Fields
 
 
 @dataclass(frozen=True)
@@ -29,18 +31,27 @@ class PromptFormat:
     description: str = ""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PromptFormat":
+    def from_dict(cls, data: Any, path: str = "prompt_format", source: str = "ortgen.json") -> "PromptFormat":
+        f = Fields(data, path, source)
+        template = f.str("template", optional=True)
+        if template is not None:
+            unknown = {name for _, name, _, _ in string.Formatter().parse(template) if name} - {"question", "context"}
+            if unknown:
+                raise f.fail("template", template, "a template whose only fields are {question} and {context}")
         return cls(
-            learned_prompt_ids=[int(i) for i in data.get("learned_prompt_ids", [])],
-            learned_prompt_tokens=list(data.get("learned_prompt_tokens", [])),
-            template=data.get("template"),
-            lowercase=bool(data.get("lowercase", False)),
-            ensure_period=bool(data.get("ensure_period", False)),
-            max_source_tokens=data.get("max_source_tokens"),
-            answer_prefix=data.get("answer_prefix"),
-            answers=list(data.get("answers", [])),
-            description=str(data.get("description", "")),
+            learned_prompt_ids=f.int_list("learned_prompt_ids", default=[]),
+            learned_prompt_tokens=f.str_list("learned_prompt_tokens", default=[]),
+            template=template,
+            lowercase=f.bool("lowercase", default=False),
+            ensure_period=f.bool("ensure_period", default=False),
+            max_source_tokens=f.int("max_source_tokens", minimum=1, optional=True),
+            answer_prefix=f.str("answer_prefix", optional=True),
+            answers=f.str_list("answers", default=[]),
+            description=f.str("description", optional=True) or "",
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     @property
     def answers_questions(self) -> bool:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ortgen.errors import OrtgenError
-from ortgen.export.tensor_files import write_safetensors
+from ortgen.staging import atomic_directory
+from ortgen.tensor_files import write_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +168,19 @@ def build_random_biogpt(
     """
     if preset not in PRESETS:
         raise OrtgenError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    _check_seed(seed)
+    with atomic_directory(directory, replace=True) as staging:
+        _write_random_biogpt(staging, preset, tokenizer, seed, std)
+    return directory
+
+
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise OrtgenError(f"seed must be an integer >= 0, got {seed!r}")
+
+
+def _write_random_biogpt(directory: Path, preset: str, tokenizer: Path | None, seed: int, std: float) -> None:
     shape = PRESETS[preset]
-    directory.mkdir(parents=True, exist_ok=True)
     tokenizer_size = copy_tokenizer(tokenizer, directory) if tokenizer else write_demo_tokenizer(directory)
     vocab = shape.vocab_size or tokenizer_size
     if tokenizer_size > vocab:
@@ -220,7 +232,6 @@ def build_random_biogpt(
     (directory / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2}, indent=2), encoding="utf-8"
     )
-    return directory
 
 
 def build_random_gpt2(directory: Path, preset: str = "gpt2-medium", *, seed: int = 0, std: float = 0.02) -> Path:
