@@ -82,6 +82,19 @@ class _Zoo:
             self._trained[arch] = (model, train_on_demo_corpus(model))
         return self._trained[arch]
 
+    def trained_package(self, arch: str) -> Path:
+        """The trained ``arch`` model exported with float32 weights (generates words, like a real LM)."""
+        from ortgen.export.package import ExportOptions, export_package
+
+        key = ("trained", arch, "float32")
+        if key not in self._packages:
+            model, _ = self.trained(arch)
+            out = self.root / "packages" / f"{arch}-trained"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            export_package(str(model.directory), out, ExportOptions(show_progress=False))
+            self._packages[key] = out
+        return self._packages[key]
+
     def quantized_package(self, arch: str, weights: str) -> Path:
         """The trained ``arch`` model exported with ``weights`` (int8, int4)."""
         from ortgen.export.package import ExportOptions, export_package

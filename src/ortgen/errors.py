@@ -33,3 +33,16 @@ class GenerationSettingsError(OrtgenError, ValueError):
 
 class PromptTooLongError(OrtgenError, ValueError):
     """A prompt (plus the tokens to generate) exceeds the model's positions."""
+
+
+class QueueFullError(OrtgenError):
+    """The scheduler's wait queue is full: try again later (HTTP 429)."""
+
+
+class RequestTooLargeError(GenerationSettingsError):
+    """A request that could never run within the scheduler's limits (KV budget, row capacity,
+    running sequences), whatever else finishes first."""
+
+
+class RequestCancelledError(OrtgenError):
+    """The request was cancelled (by its caller, or because its generator closed)."""

@@ -16,7 +16,8 @@ import torch
 from ortgen.demo.models import demo_corpus, write_demo_tokenizer
 
 ARCHS = ("biogpt", "gpt2", "opt", "opt-post-ln")
-MODEL_TYPE = {"biogpt": "biogpt", "gpt2": "gpt2", "opt": "opt", "opt-post-ln": "opt"}
+EXTRA_ARCHS = ("biogpt-hd14",)  # built on request (not in every parity grid): head_dim not a multiple of 8
+MODEL_TYPE = {"biogpt": "biogpt", "biogpt-hd14": "biogpt", "gpt2": "gpt2", "opt": "opt", "opt-post-ln": "opt"}
 
 # EOS-logit pushes that make each tiny model end sequences at varied steps (found by a scan
 # over strengths: greedy rows end between 0 and max_new_tokens, beams finish at different steps).
@@ -88,9 +89,10 @@ def build_tiny_model(
 
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    if arch == "biogpt":
+    if arch in ("biogpt", "biogpt-hd14"):
         vocab = write_demo_tokenizer(directory, num_merges=300)
-        config = BioGptConfig(vocab_size=vocab, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
+        hidden = 48 if arch == "biogpt" else 42  # biogpt-hd14: head_dim 14, padded to 16 around the engine's attention
+        config = BioGptConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=3,
                               intermediate_size=96, max_position_embeddings=64)
         model = BioGptForCausalLM(config)
         eos, pad = 2, 1

@@ -1,9 +1,12 @@
 """Acceptance for the step engine: transformers' generate(), token for token, and sampling statistics.
 
-Deterministic search is compared exactly (after stripping EOS and padding) on left-padded
-batches of three prompts, for BioGPT, GPT-2 and OPT (pre- and post-LN), on plain random
-models and on models whose EOS logit is pushed up (EOS mid-sequence, beams finishing at
-different steps). Sampling is compared statistically on a model with peaked distributions.
+Deterministic search is compared exactly (after stripping EOS and padding): ortgen gets three
+prompts at once (each its own request, sharing decoder steps), transformers runs each prompt
+alone (a request's result depends on itself only; transformers' own left-padded batches differ
+from its single-prompt runs in places: docs/step-engine.md). For BioGPT, GPT-2 and OPT (pre- and
+post-LN), on plain random models and on models whose EOS logit is pushed up (EOS mid-sequence,
+beams finishing at different steps). Sampling is compared statistically on a model with peaked
+distributions.
 """
 
 from __future__ import annotations
@@ -43,12 +46,21 @@ def _prompts(vocab: int, seed: int = 0) -> list[list[int]]:
     return [list(map(int, rng.integers(4, vocab, size=n))) for n in (7, 3, 5)]
 
 
+def alone(reference, prompts, settings, model, **kwargs):
+    """transformers' generate() on each prompt by itself: per prompt, its sequences."""
+    out = []
+    for prompt in prompts:
+        ids, mask = left_pad([prompt], model.pad_token_id)
+        out.append(reference.generate(ids, mask, settings, eos=model.eos_token_id, pad=model.pad_token_id,
+                                      **kwargs)[0])
+    return out
+
+
 def _compare(zoo, arch, eos_bias, grid, extra_eos=None):
     model = zoo.model(arch, eos_bias=eos_bias)
     generator = Generator.load(zoo.package(arch, eos_bias=eos_bias))
     reference = Reference(model.load(), "tiny")
     prompts = _prompts(model.vocab_size)
-    ids, mask = left_pad(prompts, model.pad_token_id)
     lengths = set()
     for options in grid:
         options = dict(options)
@@ -56,7 +68,7 @@ def _compare(zoo, arch, eos_bias, grid, extra_eos=None):
             options["eos_token_id"] = [model.eos_token_id, extra_eos]
         result = generator.generate(input_ids=prompts, max_new_tokens=MAX_NEW, backend="engine", **options)
         assert result.graph_file == "decoder_engine.onnx" and result.backend_kind == "engine"
-        theirs = reference.generate(ids, mask, result.settings, eos=model.eos_token_id, pad=model.pad_token_id)
+        theirs = alone(reference, prompts, result.settings, model)
         ours = [[(s.token_ids, s.stop_reason == "eos") for s in g] for g in result.sequences]
         expected = [[(s.token_ids, s.finished) for s in g] for g in theirs]
         assert ours == expected, f"{arch} {options}"
@@ -95,7 +107,6 @@ def test_stop_strings_equal_transformers(zoo, arch):
     tokenizer = AutoTokenizer.from_pretrained(model.directory)
     reference = Reference(model.load(), "tiny")
     prompts = _prompts(model.vocab_size, seed=4)
-    ids, mask = left_pad(prompts, model.pad_token_id)
     free = generator.generate(input_ids=prompts, max_new_tokens=MAX_NEW, repetition_penalty=2.0, backend="engine")
     # stop strings taken from what the model generates (inside a later token), so that they fire mid-sequence
     pieces = [generator.tokenizer.decode([s.token_ids[3]]) for g in free.sequences for s in g if len(s.token_ids) > 3]
@@ -106,8 +117,7 @@ def test_stop_strings_equal_transformers(zoo, arch):
     for options in (dict(num_beams=1, repetition_penalty=2.0), dict(num_beams=3, num_return_sequences=2)):
         result = generator.generate(input_ids=prompts, max_new_tokens=MAX_NEW, stop_strings=stops,
                                     backend="engine", **options)
-        theirs = reference.generate(ids, mask, result.settings, eos=model.eos_token_id, pad=model.pad_token_id,
-                                    tokenizer=tokenizer)
+        theirs = alone(reference, prompts, result.settings, model, tokenizer=tokenizer)
         assert [[s.token_ids for s in g] for g in result.sequences] == [[s.token_ids for s in g] for g in theirs]
         stopped += sum(s.stop_reason == "stop_string" for g in result.sequences for s in g)
     assert stopped, "the stop strings must fire in this test"
@@ -159,15 +169,18 @@ def test_top_k_1_is_greedy(peaked):
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 50, 1.0), (0.7, 20, 0.9), (1.3, 0, 0.8)])
 def test_first_token_frequencies_match_transformers(peaked, temperature, top_k, top_p):
-    """2000 draws; chi-square over probability-sorted bins (expected count >= 5), fail below p = 0.001."""
+    """2000 draws (20 concurrent requests of 100, each seeded); chi-square over probability-sorted
+    bins (expected count >= 5), fail below p = 0.001."""
     model, generator, reference = peaked
     prompt = [2, 40, 41, 42]
-    draws = 2000
-    result = generator.generate(input_ids=[prompt], do_sample=True, max_new_tokens=1, num_return_sequences=draws,
-                                temperature=temperature, top_k=top_k, top_p=top_p, seed=123, backend="engine")
-    firsts = np.array([s.token_ids[0] if s.token_ids else model.eos_token_id for s in result.sequences[0]])
+    handles = [generator.submit(input_ids=prompt, do_sample=True, max_new_tokens=1, num_return_sequences=100,
+                                temperature=temperature, top_k=top_k, top_p=top_p, seed=123 + i, backend="engine")
+               for i in range(20)]
+    firsts = np.array([s.token_ids[0] if s.token_ids else model.eos_token_id
+                       for h in handles for s in h.result().sequences])
     probs = reference.sampling_distribution(prompt, temperature, top_p, top_k)
     counts = np.bincount(firsts, minlength=probs.shape[0]).astype(float)
+    assert counts.sum() == 2000
     assert counts[probs == 0].sum() == 0, "a draw fell outside transformers' support"
     statistic, dof, bins = binned_chi_square(counts, probs)
     assert bins >= 5
@@ -203,57 +216,84 @@ def test_auto_backend_choice(zoo):
 
 
 @pytest.mark.parametrize("arch", ["biogpt", "opt-post-ln"])
-def test_shared_prompt_rows_give_each_sequence_its_own_logits(zoo, arch):
-    """The engine's cache layout, directly: two prompts of different lengths, three sequences
-    each sharing its prompt's row, random tokens and random beam reorders for five steps; after
-    every step each sequence's logits equal transformers' forward over that sequence alone."""
+def test_one_step_mixes_prefill_chunks_and_shared_prompt_rows(zoo, arch):
+    """The engine graph and the KV pool, directly: in every step, two requests whose three sequences
+    share their prompt's row (random tokens, random beam reorders) run beside a third request whose
+    prompt is prefilled in chunks; after each step every sequence's logits, and the third prompt's
+    last-token logits, equal transformers' forward over that sequence alone."""
+    from ortgen.runtime.engine_decoder import StepBuilder
+    from ortgen.runtime.paths import Paths
+
     model = zoo.model(arch)
     network = model.load()
-    engine = Generator.load(zoo.package(arch)).engine
+    scheduler = Generator.load(zoo.package(arch)).scheduler
+    pool, decoder = scheduler.pool, scheduler.decoder
     rng = np.random.default_rng(3)
     prompts = [list(map(int, rng.integers(4, model.vocab_size, size=n))) for n in (6, 2)]
+    long_prompt = list(map(int, rng.integers(4, model.vocab_size, size=17)))
     width, steps = 3, 5
-    decoding, first = engine.decoder.start(prompts, width, steps)
-    sequences = [[list(p) for _ in range(width)] for p in prompts]
+    rows = [pool.take() for _ in range(3)]
 
     def expected(tokens: list[int]) -> np.ndarray:
         with torch.no_grad():
             return network(input_ids=torch.tensor([tokens])).logits[0, -1].numpy()
 
+    builder = StepBuilder()
+    for row, prompt in zip(rows, prompts):
+        builder.add(row, prompt, np.arange(len(prompt)), len(prompt), logits="last")
+    logits = decoder.run(pool, builder.build(max(rows) + 1))
     for b, prompt in enumerate(prompts):
-        np.testing.assert_allclose(first[b], expected(prompt), atol=1e-4)
+        np.testing.assert_allclose(logits[b], expected(prompt), atol=1e-4)
+    paths = [Paths(len(p), width, steps) for p in prompts]
+    sequences = [[list(p) for _ in range(width)] for p in prompts]
+    chunks = [long_prompt[i:i + 4] for i in range(0, len(long_prompt), 4)]
     for step in range(steps):
-        parents = rng.integers(0, width, size=(len(prompts), width)) if step else None
-        tokens = rng.integers(4, model.vocab_size, size=(len(prompts), width))
-        if parents is not None:
-            sequences = [[list(sequences[b][p]) for p in parents[b]] for b in range(len(prompts))]
+        builder = StepBuilder()
+        for b in range(len(prompts)):
+            parents = rng.integers(0, width, size=width) if step else None
+            tokens = rng.integers(4, model.vocab_size, size=width)
+            if parents is not None:
+                sequences[b] = [list(sequences[b][p]) for p in parents]
+            for j in range(width):
+                sequences[b][j].append(int(tokens[j]))
+            position = paths[b].prompt_length + paths[b].steps
+            paths[b].advance(parents)
+            builder.add(rows[b], tokens, np.full(width, position), paths[b].length, bias=paths[b].bias(paths[b].length))
+        if step < len(chunks):  # the third request's prompt, a chunk per step
+            start = 4 * step
+            end = start + len(chunks[step])
+            builder.add(rows[2], chunks[step], np.arange(start, end), end,
+                        logits="last" if end == len(long_prompt) else "none")
+        logits = decoder.run(pool, builder.build(max(rows) + 1))
         for b in range(len(prompts)):
             for j in range(width):
-                sequences[b][j].append(int(tokens[b, j]))
-        logits = decoding.step(tokens, parents)
-        for b in range(len(prompts)):
-            for j in range(width):
-                np.testing.assert_allclose(logits[b, j], expected(sequences[b][j]), atol=1e-4,
+                np.testing.assert_allclose(logits[b * width + j], expected(sequences[b][j]), atol=1e-4,
                                            err_msg=f"step {step}, prompt {b}, sequence {j}")
+        if step == len(chunks) - 1:
+            np.testing.assert_allclose(logits[-1], expected(long_prompt), atol=1e-4, err_msg="chunked prefill")
 
 
-def test_packages_without_the_step_engine_refuse_what_needs_it(tmp_path):
-    """GroupQueryAttention needs head_dim % 8 == 0: such a package has only the in-graph operators."""
+def test_any_head_dim_gets_the_step_engine(tmp_path):
+    """GroupQueryAttention's CPU kernel wants head_dim % 8 == 0: other sizes are padded around it,
+    and the engine equals transformers (beam search with the default length_penalty, which the
+    in-graph operator cannot reproduce)."""
     from transformers import BioGptConfig, BioGptForCausalLM
 
-    from ortgen.errors import GenerationSettingsError
-    from ortgen.export.package import ExportOptions, export_package
     from ortgen.demo.models import write_demo_tokenizer
+    from ortgen.export.package import ExportOptions, export_package
 
     directory = tmp_path / "head12"
     vocab = write_demo_tokenizer(directory, num_merges=100)
     torch.manual_seed(0)
     config = BioGptConfig(vocab_size=vocab, hidden_size=36, num_hidden_layers=1, num_attention_heads=3,
                           intermediate_size=48, max_position_embeddings=32)
-    BioGptForCausalLM(config).save_pretrained(directory)
+    network = BioGptForCausalLM(config).eval()
+    network.save_pretrained(directory)
     manifest = export_package(str(directory), tmp_path / "pkg", ExportOptions(show_progress=False))
-    assert "decoder_engine" not in manifest.graphs
+    assert manifest.graphs["decoder_engine"].attributes["cache_head_dim"] == 16
     generator = Generator.load(tmp_path / "pkg")
-    assert generator.generate(input_ids=[[2, 5, 6]], max_new_tokens=3).backend_kind == "graph"
-    with pytest.raises(GenerationSettingsError, match="head_dim is not a multiple of 8"):
-        generator.generate(input_ids=[[2, 5, 6]], max_new_tokens=3, num_beams=2)
+    prompt = [2, 5, 6, 9]
+    result = generator.generate(input_ids=[prompt], max_new_tokens=6, num_beams=3, num_return_sequences=2)
+    assert result.backend_kind == "engine"
+    theirs = Reference(network, "tiny").generate(*left_pad([prompt], 1), result.settings, eos=2, pad=1)
+    assert [s.token_ids for s in result.sequences[0]] == [s.token_ids for s in theirs[0]]

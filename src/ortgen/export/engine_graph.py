@@ -1,25 +1,39 @@
-"""The step-engine decoder: the same weights, built for a generation loop that ortgen drives.
+"""The step-engine decoder: the same weights, built for a scheduler that batches many requests.
 
 ``decoder.onnx`` follows ONNX Runtime's GPT subgraph contract (growing past/present,
-left-padded batches, logits for every position). The step engine
-(:mod:`ortgen.runtime.engine`) wants something else, so ``decoder_engine.onnx`` is built
+left-padded batches, logits for every position). ortgen's scheduler
+(:mod:`ortgen.runtime.scheduler`) runs one call per step over every running request, and a
+step's rows carry very different numbers of new tokens: a 256-token chunk of a new prompt,
+five beams of one request, one greedy token of another. So ``decoder_engine.onnx`` is built
 from the same weights with:
 
-- com.microsoft GroupQueryAttention (num_heads = kv_num_heads) with one KV buffer per
-  layer and K/V: past and present are the same memory (bound by the engine), new keys are
-  written in place at each row's length, nothing is re-allocated or copied per step;
-- one cache row per prompt, shared by its beams: a step appends one token per beam to the
-  row (a right-padded chunk, ``query_seqlens``), and ``attention_bias`` hides from each
-  beam the tokens of the other beams (see :mod:`ortgen.runtime.engine_decoder`);
-- rows of different lengths without padding: ``seqlens_k`` gives each row's length - 1,
-  prompts are right-padded, so no compute goes to pads and positions are explicit;
-- logits only where they are used (``last_index``, K positions per row): a 512-token
-  prompt costs one vocabulary projection, not 512.
+- **packed tokens**: the step's new tokens arrive as one sequence ``[1, T]``; embeddings, layer
+  norms, every linear layer and the MLP run on those ``T`` tokens only. Padding each row to the
+  longest row's length would multiply the padding too (a 256-token prefill next to sixteen
+  5-beam rows is 17 x 256 token-rows for 336 tokens);
+- **rows only around attention**: com.microsoft GroupQueryAttention wants ``[rows, S, 3*hidden]``
+  (one row per cache row of the pool). A Gather (``slot_tokens``) lays the packed q/k/v out into
+  rows right before it and another (``token_slots``) packs its output right after; rows with
+  fewer than ``S`` new tokens say so in ``query_seqlens`` and cost nothing for their padding
+  (GroupQueryAttention skips those queries and writes nothing for them);
+- one KV buffer per layer for keys and one for values, ``[rows, heads, capacity, head_dim]``,
+  bound by the scheduler as both past and present: new keys are written in place at each
+  row's length (``seqlens_k``), nothing is re-allocated or copied per step;
+- ``attention_bias`` hides, for a row whose new tokens are several beams (or samples) of one
+  prompt, the other sequences' tokens from each one (see :mod:`ortgen.runtime.paths`);
+- logits only where they are used (``logits_index``: K packed tokens): a 512-token prompt costs
+  one vocabulary projection, not 512;
+- any head_dim: GroupQueryAttention's CPU kernel needs a multiple of 8, so other head sizes
+  are padded with zero dimensions around it (keys and queries gain zeros, which leave every dot
+  product unchanged; the padded output dimensions are dropped) and the softmax keeps the real
+  head_dim's scale. The cache holds the padded size (the manifest records it as the engine
+  graph's ``cache_head_dim`` attribute).
 
-    input_ids ─► token emb ─┬─► layers (GQA: past_key_i/past_value_i ─► present, same buffer) ─► hidden (B,S,H)
-    position_ids ─► pos emb ┘   seqlens_k, query_seqlens, attention_bias ─┘                  │
-    last_index (B,K) ───────────────────────────────────────────────► Gather positions last_index[b, :] of row b
-                                                                                         ─► lm_head ─► logits (B,K,V)
+    input_ids [1,T] ─► token emb ─┬─► per layer: LN ─► qkv (T tokens) ─► Gather slot_tokens ─► [rows,S,3H]
+    position_ids [1,T] ─► pos emb ┘     ─► [pad head_dim] ─► GroupQueryAttention (past_key_i/past_value_i,
+                                           seqlens_k, query_seqlens, attention_bias) ─► [rows,S,H]
+                                        ─► Gather token_slots ─► [1,T,H] ─► out proj ─► MLP (T tokens)
+    logits_index [K] ─► Gather hidden ─► lm_head ─► logits [K, vocab]
 """
 
 from __future__ import annotations
@@ -27,79 +41,102 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto
 
-from ortgen.package import contract
 from ortgen.arch import ModelDims
+from ortgen.export.decoder import WrittenWeights, layer_stack, linear, lm_head, position_embeddings, token_embeddings
+from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder
+from ortgen.package import contract
 from ortgen.package.contract import (
     ATTENTION_BIAS,
-    LAST_INDEX,
+    LOGITS_INDEX,
     QUERY_SEQLENS,
     SEQLENS_K,
+    SLOT_TOKENS,
+    TOKEN_SLOTS,
     TOTAL_SEQUENCE_LENGTH,
     past_key_name,
     past_value_name,
     present_key_name,
     present_value_name,
 )
-from ortgen.export.decoder import WrittenWeights, layer_stack, linear, lm_head, position_embeddings, token_embeddings
-from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder
+
+GQA_HEAD_MULTIPLE = 8  # GroupQueryAttention's CPU kernel handles head sizes that are multiples of 8
+
+
+def cache_head_dim(head_dim: int) -> int:
+    """The head size the engine's cache and attention use: head_dim rounded up to a multiple of 8."""
+    return -(-head_dim // GQA_HEAD_MULTIPLE) * GQA_HEAD_MULTIPLE
 
 
 def _gqa_attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
-    """(B, S, hidden) -> (B, S, hidden); keys/values written into the layer's shared buffers."""
+    """(1, T, hidden) -> (1, T, hidden); keys/values written into the layer's shared buffers."""
     p = f"/model/layers.{layer}/attn"
+    heads, hd = dims.num_heads, dims.head_dim
+    padded = cache_head_dim(hd)
     qkv = linear(g, x, f"layers.{layer}.attn.qkv", name=f"{p}/qkv")
-    qkv = g.op("Add", [qkv, f"layers.{layer}.attn.qkv.bias"], name=f"{p}/qkv/Add")  # packed (B, S, 3*hidden)
+    qkv = g.op("Add", [qkv, f"layers.{layer}.attn.qkv.bias"], name=f"{p}/qkv/Add")  # (1, T, 3*hidden)
+    flat = g.op("Reshape", [qkv, g.constant([-1, 3 * dims.hidden_size])], name=f"{p}/qkv/Flatten")  # (T, 3H)
+    rows = g.op("Gather", [flat, SLOT_TOKENS], name=f"{p}/qkv/ToRows", axis=0)  # (rows, S, 3H)
+    if padded != hd:
+        split = g.op("Reshape", [rows, g.constant([0, 0, 3 * heads, hd])], name=f"{p}/qkv/Heads")
+        split = g.op("Pad", [split, g.constant([0, 0, 0, 0, 0, 0, 0, padded - hd])], name=f"{p}/qkv/PadHeads")
+        rows = g.op("Reshape", [split, g.constant([0, 0, 3 * heads * padded])], name=f"{p}/qkv/Merge")
     context = g.node(
         "GroupQueryAttention",
-        [qkv, "", "", past_key_name(layer), past_value_name(layer), SEQLENS_K, TOTAL_SEQUENCE_LENGTH,
+        [rows, "", "", past_key_name(layer), past_value_name(layer), SEQLENS_K, TOTAL_SEQUENCE_LENGTH,
          "", "", "", ATTENTION_BIAS, "", "", "", "", "", QUERY_SEQLENS],
         name=f"{p}/GroupQueryAttention",
         outputs=[f"{p}/GroupQueryAttention/output_0", present_key_name(layer), present_value_name(layer)],
         domain=MS_DOMAIN,
-        num_heads=dims.num_heads,
-        kv_num_heads=dims.num_heads,
-        scale=float(dims.attention_scales[layer]),
+        num_heads=heads,
+        kv_num_heads=heads,
+        scale=float(dims.attention_scales[layer]),  # the real head_dim's scale, whatever the padding
         do_rotary=0,
-    )[0]
+    )[0]  # (rows, S, heads * padded)
+    slots = g.op("Reshape", [context, g.constant([-1, heads * padded])], name=f"{p}/context/Flatten")
+    packed = g.op("Gather", [slots, TOKEN_SLOTS], name=f"{p}/context/ToTokens", axis=0)  # (T, heads * padded)
+    if padded != hd:
+        split = g.op("Reshape", [packed, g.constant([0, heads, padded])], name=f"{p}/context/Heads")
+        split = g.op("Slice", [split, g.constant([0]), g.constant([hd]), g.constant([2])],
+                     name=f"{p}/context/DropPadding")
+        packed = g.op("Reshape", [split, g.constant([0, dims.hidden_size])], name=f"{p}/context/Merge")
+    context = g.op("Unsqueeze", [packed, g.constant([0])], name=f"{p}/context/Sequence")  # (1, T, hidden)
     return linear(g, context, f"layers.{layer}.attn.out", name=f"{p}/out")
 
 
 def build_engine_graph(dims: ModelDims, weights: WrittenWeights) -> onnx.GraphProto:
     g = GraphBuilder("decoder_engine", quantized=weights.quantized)
     g.initializers.extend(weights.initializers.values())
-    kv_shape = ["batch_size", dims.num_heads, "max_sequence_length", dims.head_dim]
-    g.input(contract.INPUT_IDS, TensorProto.INT32, ["batch_size", "sequence_length"])
-    g.input(contract.POSITION_IDS, TensorProto.INT32, ["batch_size", "sequence_length"])
-    g.input(SEQLENS_K, TensorProto.INT32, ["batch_size"])
+    kv_shape = ["rows", dims.num_heads, "capacity", cache_head_dim(dims.head_dim)]
+    g.input(contract.INPUT_IDS, TensorProto.INT32, [1, "tokens"])
+    g.input(contract.POSITION_IDS, TensorProto.INT32, [1, "tokens"])
+    g.input(SLOT_TOKENS, TensorProto.INT32, ["rows", "slots"])
+    g.input(TOKEN_SLOTS, TensorProto.INT32, ["tokens"])
+    g.input(SEQLENS_K, TensorProto.INT32, ["rows"])
     g.input(TOTAL_SEQUENCE_LENGTH, TensorProto.INT32, [])
-    g.input(QUERY_SEQLENS, TensorProto.INT32, ["batch_size"])
-    g.input(ATTENTION_BIAS, TensorProto.FLOAT, ["bias_batch_size", 1, "sequence_length", "total_sequence_length"])
-    g.input(LAST_INDEX, TensorProto.INT32, ["batch_size", "picks"])
+    g.input(QUERY_SEQLENS, TensorProto.INT32, ["rows"])
+    g.input(ATTENTION_BIAS, TensorProto.FLOAT, ["bias_rows", 1, "slots", "total_sequence_length"])
+    g.input(LOGITS_INDEX, TensorProto.INT32, ["picks"])
     for i in range(dims.num_layers):
         g.input(past_key_name(i), TensorProto.FLOAT, kv_shape)
         g.input(past_value_name(i), TensorProto.FLOAT, kv_shape)
-    g.output(contract.LOGITS, TensorProto.FLOAT, ["batch_size", "picks", dims.vocab_size])
+    g.output(contract.LOGITS, TensorProto.FLOAT, ["picks", dims.vocab_size])
     for i in range(dims.num_layers):
         g.output(present_key_name(i), TensorProto.FLOAT, kv_shape)
         g.output(present_value_name(i), TensorProto.FLOAT, kv_shape)
 
     tokens = token_embeddings(g, dims)
     positions = position_embeddings(g, dims, contract.POSITION_IDS)
-    hidden = layer_stack(dims)(g, dims, tokens, positions, _gqa_attention)
+    hidden = layer_stack(dims)(g, dims, tokens, positions, _gqa_attention)  # (1, T, hidden)
 
-    # K positions per row: flat index b * S + last_index[b, k] into (B*S, hidden)
-    shape = g.op("Shape", [contract.INPUT_IDS], name="/model/last/Shape")
-    batch = g.op("Gather", [shape, g.constant(0)], name="/model/last/Batch")
-    seq = g.op("Gather", [shape, g.constant(1)], name="/model/last/Seq")
-    rows = g.op("Range", [g.constant(0), batch, g.constant(1)], name="/model/last/Rows")
-    offsets = g.op("Mul", [rows, seq], name="/model/last/Offsets")
-    offsets = g.op("Unsqueeze", [offsets, g.constant([1])], name="/model/last/Column")
-    last = g.op("Cast", [LAST_INDEX], name="/model/last/Cast", to=TensorProto.INT64)
-    flat_index = g.op("Add", [offsets, last], name="/model/last/Index")
-    flat = g.op("Reshape", [hidden, g.constant([-1, dims.hidden_size])], name="/model/last/Flatten")
-    picked = g.op("Gather", [flat, flat_index], name="/model/last/Gather", axis=0)  # (B, K, hidden)
+    flat = g.op("Reshape", [hidden, g.constant([-1, dims.hidden_size])], name="/model/picks/Flatten")
+    picked = g.op("Gather", [flat, LOGITS_INDEX], name="/model/picks/Gather", axis=0)  # (K, hidden)
     lm_head(g, dims, picked, weights.initializers)
     return g.build()
 
 
-__all__ = ["build_engine_graph"]
+def engine_attributes(dims: ModelDims) -> dict[str, int]:
+    """What the runtime needs to know about this graph beyond its I/O (recorded in the manifest)."""
+    return {"cache_head_dim": cache_head_dim(dims.head_dim)}
+
+
+__all__ = ["build_engine_graph", "cache_head_dim", "engine_attributes"]

@@ -35,7 +35,7 @@ from ortgen.jsonfile import read_json
 from ortgen.convert.source import resolve_source
 from ortgen.export.checkpoint import Checkpoint, open_checkpoint
 from ortgen.export.decoder import build_decoder_graph, write_decoder_weights
-from ortgen.export.engine_graph import build_engine_graph
+from ortgen.export.engine_graph import build_engine_graph, engine_attributes
 from ortgen.export.generation import (
     SamplingOptions,
     SpecialTokens,
@@ -188,11 +188,8 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         graphs[key] = _graph_info(model, name, operator, logits, **attributes)
 
     save(contract.DECODER, make_model(build_decoder_graph(dims, written, logits="all")), None, "all")
-    if dims.head_dim % 8 == 0:
-        save(contract.DECODER_ENGINE, make_model(build_engine_graph(dims, written)), None, "last")
-    else:  # GroupQueryAttention's CPU kernel needs it
-        log.warning("head_dim %d is not a multiple of 8: no step engine (decoder_engine.onnx) in this package; "
-                    "settings the in-graph operators cannot run will be refused", dims.head_dim)
+    save(contract.DECODER_ENGINE, make_model(build_engine_graph(dims, written)), None, "last",
+         **engine_attributes(dims))
     last_only = build_decoder_graph(dims, written, logits="last")
     save(contract.BEAM, build_beam_search(dims, last_only, tokens), "BeamSearch", "last", early_stopping=False)
     save(contract.BEAM_EARLY_STOPPING, build_beam_search(dims, last_only, tokens, early_stopping=True),

@@ -24,13 +24,16 @@ def present_name(layer: int) -> str:
     return f"present_{layer}"
 
 
-# Step-engine decoder (decoder_engine.onnx): also input_ids, position_ids, logits [batch, K, vocab],
-# past_key_i / past_value_i and present_key_i / present_value_i (the same buffers)
-SEQLENS_K = "seqlens_k"  # int32 [batch]: total valid length - 1 of each row (after this call)
+# Step-engine decoder (decoder_engine.onnx): the step's new tokens packed as input_ids / position_ids
+# [1, tokens]; past_key_i / past_value_i and present_key_i / present_value_i (the same buffers,
+# [rows, heads, capacity, cache_head_dim]); logits [picks, vocab]
+SLOT_TOKENS = "slot_tokens"  # int32 [rows, slots]: the packed token in each (row, slot); padded slots: any
+TOKEN_SLOTS = "token_slots"  # int32 [tokens]: the flat slot (row * slots + slot) of each packed token
+SEQLENS_K = "seqlens_k"  # int32 [rows]: total valid length - 1 of each row (after this call)
 TOTAL_SEQUENCE_LENGTH = "total_sequence_length"  # int32 scalar: the longest row's total length
-QUERY_SEQLENS = "query_seqlens"  # int32 [batch]: new tokens of each row in this call (right-padded chunk)
-ATTENTION_BIAS = "attention_bias"  # float [batch or 1, 1, sequence, total]: 0 visible, -inf hidden
-LAST_INDEX = "last_index"  # int32 [batch, K]: which new positions of each row give logits
+QUERY_SEQLENS = "query_seqlens"  # int32 [rows]: new tokens of each row in this call (0: untouched)
+ATTENTION_BIAS = "attention_bias"  # float [rows or 1, 1, slots, total]: 0 visible, -inf hidden
+LOGITS_INDEX = "logits_index"  # int32 [picks]: which packed tokens give logits
 
 
 def past_key_name(layer: int) -> str:

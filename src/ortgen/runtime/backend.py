@@ -64,9 +64,10 @@ def graph_unsupported(settings: GenerationSettings, graphs: Mapping[str, Any], d
 
 def has_step_engine(graphs: Mapping[str, Any]) -> bool:
     """Whether the package has a step-engine decoder this ortgen can drive (packages exported
-    before the engine shared each prompt's cache row across its beams lack ``query_seqlens``)."""
+    before the engine took packed tokens lack ``slot_tokens``; before the engine existed for every
+    head size, some lack the graph)."""
     engine = graphs.get(contract.DECODER_ENGINE)
-    return engine is not None and any(t.name == contract.QUERY_SEQLENS for t in engine.inputs)
+    return engine is not None and any(t.name == contract.SLOT_TOKENS for t in engine.inputs)
 
 
 def choose_backend(settings: GenerationSettings, graphs: Mapping[str, Any], default_eos: int) -> tuple[str, str]:
@@ -84,13 +85,12 @@ def choose_backend(settings: GenerationSettings, graphs: Mapping[str, Any], defa
     if settings.backend == ENGINE:
         if not has_engine:
             raise GenerationSettingsError("this package has no step-engine graph this ortgen can run "
-                                          "(decoder_engine.onnx): it was exported by an older ortgen (re-export it), "
-                                          "or its head_dim is not a multiple of 8")
+                                          "(decoder_engine.onnx): it was exported by an older ortgen; re-export it "
+                                          "with this one")
         return ENGINE, "requested"
     if has_engine:
         return ENGINE, "auto: ortgen's step engine, exact for every setting and faster than the in-graph operators"
     if not limits:
         return GRAPH, "no step engine in this package; the in-graph operator matches transformers here"
-    raise GenerationSettingsError("these settings need the step engine, which this package lacks (exported by "
-                                  "an older ortgen: re-export it; or head_dim is not a multiple of 8): "
-                                  + "; ".join(limits))
+    raise GenerationSettingsError("these settings need the step engine, which this package lacks (it was exported "
+                                  "by an older ortgen; re-export it with this one): " + "; ".join(limits))

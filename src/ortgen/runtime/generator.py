@@ -1,13 +1,16 @@
-"""The Python API: ``Generator.load(package).generate(prompts, ...)``.
+"""The Python API: ``Generator.load(package)``, then ``submit`` / ``generate`` / ``stream``.
 
-Reads the package's manifest, tokenizes a batch of prompts (applying the package's prompt
-format, if any), checks the settings, picks the backend and turns its output back into
-text. Two backends (:mod:`ortgen.runtime.backend`):
+Reads the package through its contract (:func:`ortgen.package.open_package`), tokenizes prompts
+(applying the package's prompt format, if any), checks the settings, picks the backend and turns
+its output back into text. Two backends (:mod:`ortgen.runtime.backend`):
 
-- the in-graph operators (com.microsoft BeamSearch / GreedySearch / Sampling), used
-  whenever their semantics equal transformers' for the requested settings;
-- the step engine (:mod:`ortgen.runtime.engine`), ortgen's own loop over
-  ``decoder_engine.onnx``, for everything else (and for streaming).
+- ortgen's step engine (the default): every request goes to the scheduler
+  (:mod:`ortgen.runtime.scheduler`), which runs all running requests in one decoder call per
+  step. ``submit`` returns a handle at once; ``generate`` submits each prompt and waits. Any
+  number of threads may call them at once: their requests share steps, and each request's
+  result is the one it would have alone;
+- the in-graph operators (com.microsoft BeamSearch / GreedySearch / Sampling, what Triton
+  serves): one ONNX Runtime call per batch, on request (``backend="graph"``).
 
 Needs neither torch nor transformers.
 """
@@ -15,30 +18,37 @@ Needs neither torch nor transformers.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ortgen.package import contract
+from pathlib import Path
+
 from ortgen.errors import GenerationSettingsError, OrtgenError, PackageError
-from ortgen.package import Manifest, open_package
-from ortgen.runtime.backend import ENGINE, GRAPH, choose_backend
-from ortgen.runtime.graph_runner import OPERATORS, GraphRunner, graph_key, left_pad
+from ortgen.package import Manifest, contract, open_package
 from ortgen.package.prompt_format import PromptFormat
+from ortgen.runtime.backend import ENGINE, GRAPH, choose_backend
+from ortgen.runtime.engine import SearchFactory
+from ortgen.runtime.engine_decoder import EngineDecoder
+from ortgen.runtime.graph_runner import OPERATORS, GraphRunner, graph_key, left_pad
+from ortgen.runtime.request import RequestHandle, RequestOutput
 from ortgen.runtime.results import Answer, GeneratedSequence, GenerationResult
-from ortgen.runtime.search import Hypothesis, StepEvent
+from ortgen.runtime.scheduler import Scheduler, SchedulerLimits
+from ortgen.runtime.search import Hypothesis
 from ortgen.runtime.sessions import create_session, resolve_providers
 from ortgen.runtime.settings import GenerationRequest, GenerationSettings, check_lengths, replace, resolve_settings
 from ortgen.runtime.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Generator", "GenerationResult", "GeneratedSequence", "Answer", "left_pad"]
+__all__ = ["Generator", "GenerationResult", "GeneratedSequence", "Answer", "RequestHandle", "RequestOutput",
+           "SchedulerLimits", "left_pad"]
 
 
 class Generator:
-    """A loaded package. Sessions are created on first use of each graph."""
+    """A loaded package. Sessions are created on first use of each graph; the scheduler on the
+    first request for the step engine. ``close()`` (or ``with``) stops the scheduler."""
 
     def __init__(
         self,
@@ -48,6 +58,7 @@ class Generator:
         providers: list[str],
         threads: int | None,
         max_sessions: int | None = None,
+        limits: SchedulerLimits | None = None,
     ) -> None:
         self.package_dir = package_dir
         self.manifest = manifest
@@ -55,9 +66,12 @@ class Generator:
         self.providers = providers
         self.threads = threads
         self.max_sessions = max_sessions
-        self._sessions: OrderedDict[str, Any] = OrderedDict()
+        self.limits = (limits or SchedulerLimits()).resolve(manifest.architecture.max_positions)
         self.prompt_format: PromptFormat | None = manifest.prompt_format
-        self._engine = None
+        self._sessions: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.RLock()
+        self._scheduler: Scheduler | None = None
+        self._searches = SearchFactory(tokenizer, manifest.special_tokens.pad_token_id)
 
     @classmethod
     def load(
@@ -67,61 +81,84 @@ class Generator:
         providers: Sequence[str] | str | None = None,
         threads: int | None = None,
         max_sessions: int | None = None,
+        limits: SchedulerLimits | None = None,
     ) -> "Generator":
         """Open a package written by ``ortgen export`` (graphs load lazily, on first use).
 
         Each loaded graph holds its own copy of the weights, pre-packed for fast matrix
         products (ONNX Runtime's Python API cannot share pre-packed weights between
         sessions). ``max_sessions`` bounds how many stay loaded; the least recently used
-        one is released first.
+        one is released first. ``limits``: how many requests the step engine runs at once
+        (:class:`~ortgen.runtime.scheduler.SchedulerLimits`).
         """
         package_dir = Path(package_dir)
         manifest = open_package(package_dir)
         tokenizer = None
         if manifest.tokenizer is not None:
             tokenizer = load_tokenizer(package_dir / contract.TOKENIZER_DIR, manifest.tokenizer)
-        return cls(package_dir, manifest, tokenizer, resolve_providers(providers), threads, max_sessions)
+        return cls(package_dir, manifest, tokenizer, resolve_providers(providers), threads, max_sessions, limits)
+
+    def __enter__(self) -> "Generator":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the scheduler (requests still waiting or running fail with RequestCancelledError)."""
+        with self._lock:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.close()
 
     # -- sessions -----------------------------------------------------------------------
 
     def session(self, graph: str):
         """The ONNX Runtime session of ``graph`` ("decoder", "decoder_engine", "beam", ...)."""
-        if graph in self._sessions:
-            self._sessions.move_to_end(graph)
+        with self._lock:
+            if graph in self._sessions:
+                self._sessions.move_to_end(graph)
+                return self._sessions[graph]
+            info = self.manifest.graphs.get(graph)
+            if info is None:
+                raise PackageError(f"this package has no {graph!r} graph; it has: {', '.join(self.manifest.graphs)}")
+            if self.max_sessions is not None:
+                while len(self._sessions) >= max(self.max_sessions, 1):
+                    released, _ = self._sessions.popitem(last=False)
+                    if released == contract.DECODER_ENGINE:
+                        self.close()  # the scheduler holds the engine session
+                    log.debug("released %s", released)
+            started = time.perf_counter()
+            self._sessions[graph] = create_session(self.package_dir / info.file, self.providers, self.threads)
+            log.debug("loaded %s in %.2fs", info.file, time.perf_counter() - started)
             return self._sessions[graph]
-        info = self.manifest.graphs.get(graph)
-        if info is None:
-            raise PackageError(f"this package has no {graph!r} graph; it has: {', '.join(self.manifest.graphs)}")
-        if self.max_sessions is not None:
-            while len(self._sessions) >= max(self.max_sessions, 1):
-                released, _ = self._sessions.popitem(last=False)
-                if released == contract.DECODER_ENGINE:
-                    self._engine = None
-                log.debug("released %s", released)
-        started = time.perf_counter()
-        self._sessions[graph] = create_session(self.package_dir / info.file, self.providers, self.threads)
-        log.debug("loaded %s in %.2fs", info.file, time.perf_counter() - started)
-        return self._sessions[graph]
 
     def release(self, graph: str | None = None) -> None:
         """Drop one loaded graph (or all) to free its memory."""
-        if graph is None or graph == contract.DECODER_ENGINE:
-            self._engine = None
-        if graph is None:
-            self._sessions.clear()
-        else:
-            self._sessions.pop(graph, None)
+        with self._lock:
+            if graph is None or graph == contract.DECODER_ENGINE:
+                self.close()
+            if graph is None:
+                self._sessions.clear()
+            else:
+                self._sessions.pop(graph, None)
 
     @property
-    def engine(self):
-        """The step engine (loads ``decoder_engine.onnx`` on first use)."""
-        from ortgen.runtime.engine import StepEngine
-
-        if self._engine is None or contract.DECODER_ENGINE not in self._sessions:
-            self._engine = StepEngine(self.session(contract.DECODER_ENGINE), self.manifest, self.tokenizer)
-        else:
-            self._sessions.move_to_end(contract.DECODER_ENGINE)
-        return self._engine
+    def scheduler(self) -> Scheduler:
+        """The step engine's scheduler (loads ``decoder_engine.onnx`` on first use)."""
+        with self._lock:
+            if self._scheduler is None:
+                session = self.session(contract.DECODER_ENGINE)
+                a = self.manifest.architecture
+                info = self.manifest.graphs[contract.DECODER_ENGINE]
+                head_dim = int(info.attributes.get("cache_head_dim", a.head_dim))
+                shape = Scheduler.pool_shape(a.num_layers, a.num_heads, head_dim, self.limits)
+                device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+                self._scheduler = Scheduler(EngineDecoder(session, a.num_layers), shape, self.limits,
+                                            self._sequences, device)
+            else:
+                self._sessions.move_to_end(contract.DECODER_ENGINE)
+            return self._scheduler
 
     # -- settings and backend -------------------------------------------------------------
 
@@ -129,6 +166,8 @@ class Generator:
         """Token ids for text prompts, with the package's prompt format applied (if it has one)."""
         if self.tokenizer is None:
             raise OrtgenError("this package has no tokenizer: pass input_ids instead of text prompts")
+        if any(not isinstance(p, str) for p in prompts):
+            raise GenerationSettingsError("prompts must be strings (token ids go in input_ids)")
         fmt = self.prompt_format
         if fmt is None:
             return [self.tokenizer.encode(p) for p in prompts]
@@ -154,7 +193,13 @@ class Generator:
             raise GenerationSettingsError("pass either prompts or input_ids")
         if isinstance(prompts, str):
             prompts = [prompts]
-        batch = self.encode(prompts) if prompts is not None else [list(map(int, ids)) for ids in input_ids or []]
+        if prompts is not None:
+            batch = self.encode(prompts)
+        else:
+            try:
+                batch = [[int(t) for t in ids] for ids in input_ids or []]
+            except (TypeError, ValueError):
+                raise GenerationSettingsError("input_ids must be a list of lists of token ids") from None
         if not batch or any(len(ids) == 0 for ids in batch):
             raise GenerationSettingsError("every prompt must have at least one token")
         vocab = self.manifest.architecture.vocab_size
@@ -164,7 +209,56 @@ class Generator:
                 raise GenerationSettingsError(f"input_ids contains token id {bad[0]}, outside the vocabulary [0, {vocab})")
         return batch
 
+    def _concrete(self, settings: GenerationSettings, prompt: Sequence[int]) -> GenerationSettings:
+        """``settings`` for one prompt: its new-token count fixed (max_length counts the prompt)."""
+        new = check_lengths(settings, len(prompt), self.manifest.architecture.max_positions)
+        return replace(settings, max_new_tokens=new, max_length=None)
+
     # -- generation ---------------------------------------------------------------------
+
+    def submit(self, prompt: str | None = None, *, input_ids: Sequence[int] | None = None,
+               **options: Any) -> RequestHandle:
+        """Start generating for one prompt (text, or token ids with ``input_ids=``); returns at once.
+
+        The handle can be waited on (``result()``), iterated for streaming (text deltas, each
+        saying which returned sequence it extends; beam search streams what every beam agrees
+        on), awaited from asyncio, and cancelled. Options as :meth:`generate`. Raises
+        GenerationSettingsError for bad settings, QueueFullError when the scheduler's wait
+        queue is full, RequestTooLargeError for a request that could never fit its limits.
+        """
+        settings = self.settings_for(**options)
+        if prompt is not None and not isinstance(prompt, str):
+            raise GenerationSettingsError("submit() takes one prompt: a string, or input_ids=[token ids]")
+        ids = self._batch(None if prompt is None else [prompt], None if input_ids is None else [input_ids])[0]
+        concrete = self._concrete(settings, ids)
+        backend, _ = self.plan(concrete)
+        if backend == GRAPH:
+            return self._submit_graph(ids, concrete)
+        scheduler = self.scheduler
+        handle = RequestHandle(scheduler.next_id(), self._decode_text, concrete.num_return_sequences,
+                               scheduler.cancel)
+        scheduler.submit(handle, ids, concrete, self._searches.spec(concrete, ids))
+        return handle
+
+    def _submit_graph(self, ids: list[int], settings: GenerationSettings) -> RequestHandle:
+        """The in-graph operators for one prompt, in a thread of its own (ONNX Runtime's run() is
+        thread-safe); the handle completes when the operator returns."""
+        handle = RequestHandle(f"graph-{id(ids):x}", self._decode_text, settings.num_return_sequences,
+                               lambda h: None)
+
+        def run() -> None:
+            handle.timings.started = time.perf_counter()
+            try:
+                runner = GraphRunner(self.session, self.manifest.special_tokens.eos_token_id, self._decode)
+                sequences, _ = runner.run([ids], settings)
+            except BaseException as exc:  # delivered to the caller through the handle
+                handle._finish(None, exc)
+                return
+            handle.timings.finished = handle.timings.first_token = time.perf_counter()
+            handle._finish(RequestOutput(handle.id, ids, sequences[0], settings, handle.timings))
+
+        threading.Thread(target=run, name="ortgen-graph", daemon=True).start()
+        return handle
 
     def generate(
         self,
@@ -173,73 +267,78 @@ class Generator:
         input_ids: Sequence[Sequence[int]] | None = None,
         **options: Any,
     ) -> GenerationResult:
-        """Generate for a batch of prompts (text, or token ids with ``input_ids=``).
+        """Generate for a batch of prompts (text, or token ids with ``input_ids=``) and wait.
 
         Options use transformers' names: num_beams, do_sample (or strategy="beam" /
-        "greedy" / "sample"), max_new_tokens, min_new_tokens, min_length,
+        "greedy" / "sample"), max_new_tokens, max_length, min_new_tokens, min_length,
         num_return_sequences, length_penalty, repetition_penalty, no_repeat_ngram_size,
         bad_words_ids, eos_token_id, stop_strings, early_stopping, temperature, top_k, top_p,
-        seed; and backend ("auto", "graph", "engine").
+        seed, logprobs; and backend ("auto", "graph", "engine"). On the step engine each prompt
+        is its own request (sharing decoder steps with every other request running), and gets
+        what it would get alone.
         """
         settings = self.settings_for(**options)
         batch = self._batch(prompts, input_ids)
-        limit = self.manifest.architecture.max_positions
-        new_tokens = [check_lengths(settings, len(ids), limit) for ids in batch]
+        concrete = [self._concrete(settings, ids) for ids in batch]
         backend, reason = self.plan(settings)
         started = time.perf_counter()
-        sequences: list[list[GeneratedSequence]] = [[] for _ in batch]
-        extra: dict[str, Any] = {}
-        # max_length counts each prompt: prompts of different lengths may gain different numbers of tokens
-        for count in sorted(set(new_tokens)):
-            rows = [i for i, n in enumerate(new_tokens) if n == count]
-            concrete = replace(settings, max_new_tokens=count, max_length=None)
-            group = [batch[i] for i in rows]
-            if backend == GRAPH:
-                runner = GraphRunner(self.session, self.manifest.special_tokens.eos_token_id, self._decode)
-                outputs, extra = runner.run(group, concrete)
-            else:
-                outputs = self._from_hypotheses(self.engine.generate(group, concrete), concrete)
-            for i, output in zip(rows, outputs):
-                sequences[i] = output
         if backend == GRAPH:
+            sequences, extra = self._generate_graph(batch, concrete)
             key = graph_key(settings)
             graph_file, operator = self.manifest.graphs[key].file, OPERATORS[key]
         else:
+            scheduler = self.scheduler
+            handles: list[RequestHandle] = []
+            try:
+                for ids, request_settings in zip(batch, concrete):
+                    handle = RequestHandle(scheduler.next_id(), self._decode_text,
+                                           request_settings.num_return_sequences,
+                                           scheduler.cancel)
+                    scheduler.submit(handle, ids, request_settings, self._searches.spec(request_settings, ids))
+                    handles.append(handle)
+                outputs = [h.result() for h in handles]
+            except BaseException:
+                for handle in handles:
+                    handle.cancel()
+                raise
+            sequences = [output.sequences for output in outputs]
+            extra = {}
             graph_file, operator = self.manifest.graphs[contract.DECODER_ENGINE].file, "step engine"
         seconds = time.perf_counter() - started
         log.debug("%s ran in %.2fs (%s)", graph_file, seconds, reason)
         return GenerationResult(sequences, batch, settings, graph_file, operator, seconds, backend, reason, extra)
 
+    def _generate_graph(self, batch: list[list[int]], concrete: list[GenerationSettings]
+                        ) -> tuple[list[list[GeneratedSequence]], dict[str, Any]]:
+        """One operator call per group of prompts with the same new-token count (max_length counts
+        each prompt), left-padded as the operators want."""
+        runner = GraphRunner(self.session, self.manifest.special_tokens.eos_token_id, self._decode)
+        sequences: list[list[GeneratedSequence]] = [[] for _ in batch]
+        extra: dict[str, Any] = {}
+        counts = [s.max_new_tokens for s in concrete]
+        for count in sorted(set(counts)):
+            rows = [i for i, n in enumerate(counts) if n == count]
+            outputs, extra = runner.run([batch[i] for i in rows], concrete[rows[0]])
+            for i, output in zip(rows, outputs):
+                sequences[i] = output
+        return sequences, extra
+
     def stream(self, prompt: str | None = None, *, input_ids: Sequence[int] | None = None,
                **options: Any) -> Iterator[str]:
-        """Text as it is generated, for one prompt (step engine). Greedy search and sampling
-        yield new text every step; beam search yields the best hypothesis once it is chosen."""
-        settings = self.settings_for(**{**options, "backend": "engine"})
-        if settings.num_return_sequences > 1:
-            raise GenerationSettingsError("streaming returns one sequence; num_return_sequences must be 1")
-        batch = self._batch(None if prompt is None else [prompt], None if input_ids is None else [input_ids])
-        new = check_lengths(settings, len(batch[0]), self.manifest.architecture.max_positions)
-        settings = replace(settings, max_new_tokens=new, max_length=None)
-        self.plan(settings)  # raises if the engine is unavailable
-        if settings.num_beams > 1:
-            best = self._from_hypotheses(self.engine.generate(batch, settings), settings)[0][0]
-            yield best.text or ""
-            return
-        tokens: list[int] = []
-        emitted = ""
-        eos = set(settings.eos_token_ids)
-        for event in self.engine.events(batch, settings):
-            if not isinstance(event, StepEvent):
-                break
-            tokens.extend(t for t in event.new_tokens[0] if t not in eos)
-            text = self._decode(tokens) or ""
-            cut = max(text.rfind(" "), 0) if not event.finished[0] else len(text)  # hold back a partial word
-            if text.startswith(emitted) and cut > len(emitted):
-                yield text[len(emitted):cut]
-                emitted = text[:cut]
-        final = self._decode(tokens) or ""
-        if final.startswith(emitted) and len(final) > len(emitted):
-            yield final[len(emitted):]
+        """Text as it is generated, for one prompt (step engine). Greedy search and sampling yield
+        new text every step; beam search yields what every beam agrees on as it settles."""
+        options = {**options, "backend": "engine"}
+        if self.settings_for(**options).num_return_sequences > 1:
+            raise GenerationSettingsError("stream() returns one sequence; num_return_sequences must be 1 "
+                                          "(submit() streams several, each delta saying which)")
+        handle = self.submit(prompt, input_ids=input_ids, **options)
+        try:
+            for delta in handle:
+                if delta.text:
+                    yield delta.text
+        finally:
+            if not handle.done:
+                handle.cancel()
 
     def answer(self, question: str, contexts: str | Sequence[str], **options: Any) -> Answer:
         """Ask a question about contexts with a QA fine-tune's prompt format; parse its answer."""
@@ -255,16 +354,20 @@ class Generator:
     def _decode(self, tokens: list[int]) -> str | None:
         return self.tokenizer.decode(tokens) if self.tokenizer is not None else None
 
-    def _from_hypotheses(self, groups: list[list[Hypothesis]], settings: GenerationSettings
-                         ) -> list[list[GeneratedSequence]]:
-        eos = set(settings.eos_token_ids)
-        out = []
-        for group in groups:
-            sequences = []
-            for h in group:
-                tokens = h.tokens[:-1] if h.stop_reason == "eos" and h.tokens and h.tokens[-1] in eos else h.tokens
-                sequences.append(GeneratedSequence(tokens, self._decode(tokens), h.stop_reason != "length", h.score,
-                                                   h.stop_reason))
-            out.append(sequences)
-        return out
+    def _decode_text(self, tokens: list[int]) -> str:
+        """Streaming text: the decoded text, or the ids themselves (space-separated) for packages without
+        a tokenizer."""
+        text = self._decode(tokens)
+        return text if text is not None else " ".join(map(str, tokens))
 
+    def _sequences(self, hypotheses: list[Hypothesis], settings: GenerationSettings) -> list[GeneratedSequence]:
+        """A request's hypotheses as returned sequences: a final EOS dropped, text decoded."""
+        eos = set(settings.eos_token_ids)
+        sequences = []
+        for h in hypotheses:
+            ends_with_eos = h.stop_reason == "eos" and h.tokens and h.tokens[-1] in eos
+            tokens = h.tokens[:-1] if ends_with_eos else h.tokens
+            logprobs = h.logprobs[:len(tokens)] if h.logprobs is not None else None
+            sequences.append(GeneratedSequence(tokens, self._decode(tokens), h.stop_reason != "length", h.score,
+                                               h.stop_reason, logprobs))
+        return sequences

@@ -17,6 +17,7 @@ class GeneratedSequence:
     finished: bool  # ended by EOS (or a stop string) before max_new_tokens
     score: float | None = None  # beam search: sum of log-probs / generated_length ** length_penalty (EOS counted)
     stop_reason: str = "length"  # "eos", "stop_string" or "length"
+    logprobs: list[Any] | None = None  # with logprobs=N: a TokenLogprob per token of token_ids
 
 
 @dataclass(frozen=True)

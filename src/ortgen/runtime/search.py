@@ -1,28 +1,35 @@
-"""Greedy search, sampling and beam search (with or without sampling), as transformers does them.
+"""Greedy search, sampling and beam search (with or without sampling) for ONE request, as
+transformers does them for that prompt alone.
+
+Each search is a small state machine that the scheduler (:mod:`ortgen.runtime.scheduler`) feeds
+with the logits of its request's rows, whatever else ran in the same decoder call:
+
+    first(logits [V])          the logits after the prompt's last token: choose the first tokens
+    step(logits [width, V])    the logits after each sequence's latest token: choose the next ones
+    feed()                     the tokens (and, for beam search, each one's parent) to run next
+    done / hypotheses()        finished? the results, best first
 
 The loops port transformers' ``_sample`` and ``_beam_search`` (5.x, the vectorised beam
-search) to numpy over the step engine (:mod:`ortgen.runtime.engine_decoder`):
+search) to numpy, over one prompt:
 
-- the token history a processor sees is transformers' own: prompts left-padded with
-  pad_token_id, then the new tokens (the KV cache does not need the padding);
-- each prompt runs once, and its keys and values are stored once for all its beams / samples
-  (see :mod:`ortgen.runtime.engine_decoder`);
+- the token history a processor sees is transformers' own for a single prompt: the prompt, then
+  the new tokens (no padding: a request's result depends on itself alone);
 - beam search: log-softmax, processors, beam scores added, the top ``max(2, 1 + n_eos) *
-  num_beams`` continuations (sampled without replacement when sampling), finished
-  hypotheses scored by ``sum_logprobs / generated_length ** length_penalty`` (EOS
-  counted), early stopping True / False / "never" with transformers' heuristics.
+  num_beams`` continuations (sampled without replacement when sampling), finished hypotheses
+  scored by ``sum_logprobs / generated_length ** length_penalty`` (EOS counted), early stopping
+  True / False / "never" with transformers' heuristics.
 
-Sampling uses numpy's PCG64 (``seed``): same seed, same tokens; not torch's stream.
+Sampling uses numpy's PCG64 (``seed``), one generator per request: the same seed gives the same
+tokens whatever runs beside it; not torch's stream.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ortgen.runtime.engine_decoder import EngineDecoder
 from ortgen.runtime.processors import LogitsProcessor, apply, log_softmax
 
 NEG = np.float32(-1.0e9)
@@ -30,7 +37,7 @@ NEG = np.float32(-1.0e9)
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """Everything a search loop needs, resolved."""
+    """Everything a search needs, resolved for one request."""
 
     max_new_tokens: int
     num_beams: int
@@ -43,6 +50,21 @@ class SearchSpec:
     processors: list[LogitsProcessor]
     stop_strings: Callable[[Sequence[Sequence[int]]], np.ndarray] | None = None
     seed: int | None = None
+    logprobs: int | None = None  # record the chosen token's log-probability and the top N alternatives
+
+    @property
+    def width(self) -> int:
+        return self.num_beams if self.num_beams > 1 else self.num_return_sequences
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token's log-probability in the processed distribution it was chosen from, and
+    the ``top`` most likely alternatives there (token id, log-probability), best first."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -52,23 +74,7 @@ class Hypothesis:
     tokens: list[int]
     stop_reason: str  # "eos", "stop_string" or "length"
     score: float | None = None
-
-
-@dataclass
-class StepEvent:
-    """Streaming: the tokens each row gained in one step (rows in prompt order)."""
-
-    new_tokens: list[list[int]]
-    finished: list[bool] = field(default_factory=list)
-
-
-def _left_padded(prompts: Sequence[Sequence[int]], pad: int, total: int, repeat: int) -> np.ndarray:
-    """transformers' token history: [rows, total], prompts right-aligned, row b*repeat + r."""
-    width = max(len(p) for p in prompts)
-    history = np.full((len(prompts) * repeat, total), pad, dtype=np.int64)
-    for b, prompt in enumerate(prompts):
-        history[b * repeat:(b + 1) * repeat, width - len(prompt):width] = prompt
-    return history
+    logprobs: list[TokenLogprob] | None = None
 
 
 def _stop_reason(tokens: Sequence[int], eos: Sequence[int], stopped_by_string: bool) -> str:
@@ -81,59 +87,95 @@ def _gumbel(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return -np.log(-np.log(rng.random(shape, dtype=np.float64).clip(1e-300, 1.0))).astype(np.float32)
 
 
-def sample_or_greedy(
-    decoder: EngineDecoder, prompts: Sequence[Sequence[int]], spec: SearchSpec
-) -> Iterator[StepEvent | list[list[Hypothesis]]]:
-    """Greedy search (``do_sample=False``) or multinomial sampling; yields a StepEvent per step,
-    then the result: per prompt, ``num_return_sequences`` hypotheses."""
-    B, n = len(prompts), spec.num_return_sequences
-    rows = B * n
-    width = max(len(p) for p in prompts)
-    total = width + spec.max_new_tokens
-    eos = np.array(spec.eos_token_ids, dtype=np.int64)
-    rng = np.random.default_rng(spec.seed)
+def _logprob_records(distribution: np.ndarray, chosen: np.ndarray, top: int) -> list[TokenLogprob]:
+    """Per row of ``distribution`` (log-probabilities [rows, V]): the chosen token's and the top alternatives'."""
+    records = []
+    for row, token in enumerate(chosen):
+        values = distribution[row]
+        best: list[tuple[int, float]] = []
+        if top:
+            k = min(top, values.shape[0])
+            ids = np.argpartition(-values, k - 1)[:k]
+            ids = ids[np.lexsort((ids, -values[ids]))]
+            best = [(int(i), float(values[i])) for i in ids]
+        records.append(TokenLogprob(int(token), float(values[token]), best))
+    return records
 
-    # the prompts run once; each prompt's n sequences then share its cache row (rows of the
-    # history, like transformers', are b * n + r)
-    decoding, first = decoder.start(prompts, n, spec.max_new_tokens)
-    logits = first[np.repeat(np.arange(B), n)]
-    history = _left_padded(prompts, spec.pad_token_id, total, n)
-    unfinished = np.ones(rows, dtype=bool)
-    ended_at = np.full(rows, spec.max_new_tokens, dtype=np.int64)  # generated tokens kept per row
-    reasons = np.array(["length"] * rows, dtype=object)
-    cur = width
-    for step in range(spec.max_new_tokens):
-        scores = apply(spec.processors, history[:, :cur], logits.astype(np.float32, copy=True))
+
+class SampleSearch:
+    """Greedy search (``do_sample=False``) or multinomial sampling of ``num_return_sequences``
+    sequences of one prompt."""
+
+    def __init__(self, prompt: Sequence[int], spec: SearchSpec) -> None:
+        self.spec = spec
+        self.width = n = spec.num_return_sequences
+        self.prompt_length = P = len(prompt)
+        self.history = np.full((n, P + spec.max_new_tokens), spec.pad_token_id, dtype=np.int64)
+        self.history[:, :P] = prompt
+        self.cur = P
+        self.eos = np.array(spec.eos_token_ids, dtype=np.int64)
+        self.rng = np.random.default_rng(spec.seed)
+        self.unfinished = np.ones(n, dtype=bool)
+        self.ended_at = np.full(n, spec.max_new_tokens, dtype=np.int64)  # generated tokens kept per sequence
+        self.reasons = ["length"] * n
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+        self.done = False
+        self._next = np.zeros(n, dtype=np.int64)
+
+    def first(self, logits: np.ndarray) -> None:
+        self.step(np.repeat(logits[None, :], self.width, axis=0))
+
+    def step(self, logits: np.ndarray) -> None:
+        spec, n = self.spec, self.width
+        scores = apply(spec.processors, self.history[:, :self.cur], logits.astype(np.float32, copy=True))
         if spec.do_sample:
-            tokens = np.argmax(np.where(np.isfinite(scores), scores + _gumbel(rng, scores.shape), -np.inf), axis=-1)
+            noisy = np.where(np.isfinite(scores), scores + _gumbel(self.rng, scores.shape), -np.inf)
+            tokens = np.argmax(noisy, axis=-1)
         else:
             tokens = np.argmax(scores, axis=-1)
-        tokens = np.where(unfinished, tokens, spec.pad_token_id)
-        history[:, cur] = tokens
-        cur += 1
-        by_eos = np.isin(tokens, eos) & unfinished
-        by_string = np.zeros(rows, dtype=bool)
+        emitted = self.unfinished.copy()
+        if spec.logprobs is not None:
+            for row, record in enumerate(_logprob_records(log_softmax(scores), tokens, spec.logprobs)):
+                if emitted[row]:
+                    self.logprobs[row].append(record)
+        tokens = np.where(self.unfinished, tokens, spec.pad_token_id)
+        self.history[:, self.cur] = tokens
+        self.cur += 1
+        P = self.prompt_length
+        by_eos = np.isin(tokens, self.eos) & self.unfinished
+        by_string = np.zeros(n, dtype=bool)
         if spec.stop_strings is not None:
-            by_string = spec.stop_strings([history[r, width:cur] for r in range(rows)]) & unfinished & ~by_eos
+            by_string = spec.stop_strings([self.history[r, P:self.cur] for r in range(n)]) & self.unfinished & ~by_eos
         newly = by_eos | by_string
-        ended_at[newly] = step + 1
-        reasons[by_eos] = "eos"
-        reasons[by_string] = "stop_string"
-        emitted = unfinished.copy()
-        unfinished &= ~newly
-        yield StepEvent([[int(tokens[r])] if emitted[r] else [] for r in range(rows)], list(~unfinished))
-        if not unfinished.any() or cur >= total:
-            break
-        logits = decoding.step(tokens.reshape(B, n)).reshape(rows, -1)
-    results: list[list[Hypothesis]] = []
-    for b in range(B):
-        group = []
-        for r in range(n):
-            row = b * n + r
-            tokens_out = [int(t) for t in history[row, width:width + ended_at[row]]]
-            group.append(Hypothesis(tokens_out, str(reasons[row])))
-        results.append(group)
-    yield results
+        self.ended_at[newly] = self.cur - P
+        for row in np.flatnonzero(by_eos):
+            self.reasons[row] = "eos"
+        for row in np.flatnonzero(by_string):
+            self.reasons[row] = "stop_string"
+        self.unfinished &= ~newly
+        self._next = tokens
+        self.done = not self.unfinished.any() or self.cur >= P + spec.max_new_tokens
+
+    def feed(self) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._next, None
+
+    def generated(self, index: int) -> list[int]:
+        """Sequence ``index``'s tokens so far (EOS included when it ended with one)."""
+        P = self.prompt_length
+        end = self.ended_at[index] if not self.unfinished[index] else self.cur - P
+        return [int(t) for t in self.history[index, P:P + end]]
+
+    def settled(self) -> list[list[int]]:
+        """What each returned sequence has for sure: everything generated so far."""
+        return [self.generated(i) for i in range(self.width)]
+
+    def settled_logprobs(self, index: int, count: int) -> list[TokenLogprob]:
+        return self.logprobs[index][:count]
+
+    def hypotheses(self) -> list[Hypothesis]:
+        return [Hypothesis(self.generated(i), self.reasons[i], None,
+                           self.logprobs[i] if self.spec.logprobs is not None else None)
+                for i in range(self.width)]
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,41 +190,50 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
-def beam_search(
-    decoder: EngineDecoder, prompts: Sequence[Sequence[int]], spec: SearchSpec
-) -> list[list[Hypothesis]]:
-    """transformers' vectorised beam search (beam sampling when ``do_sample``)."""
-    B, nb, n_out = len(prompts), spec.num_beams, spec.num_return_sequences
-    width = max(len(p) for p in prompts)
-    max_length = width + spec.max_new_tokens
-    eos = np.array(spec.eos_token_ids, dtype=np.int64)
-    K = max(2, 1 + len(spec.eos_token_ids)) * nb
-    top_nb_mask = np.zeros(K, dtype=bool)
-    top_nb_mask[:nb] = True
-    rng = np.random.default_rng(spec.seed)
-    lp, early = spec.length_penalty, spec.early_stopping
+class BeamSearch:
+    """transformers' vectorised beam search (beam sampling when ``do_sample``) over one prompt.
 
-    decoding, first = decoder.start(prompts, nb, spec.max_new_tokens)  # the prompt once, shared by its beams
-    fill = spec.pad_token_id
-    running = _left_padded(prompts, fill, max_length, nb).reshape(B, nb, max_length)
-    sequences = running.copy()
-    lengths_fin = np.zeros((B, nb), dtype=np.int64)  # generated tokens of finished hypotheses
-    by_string_fin = np.zeros((B, nb), dtype=bool)
-    running_scores = np.zeros((B, nb), dtype=np.float32)
-    running_scores[:, 1:] = NEG
-    beam_scores = np.full((B, nb), NEG, dtype=np.float32)
-    finished = np.zeros((B, nb), dtype=bool)
-    heuristic_unsatisfied = np.ones((B, 1), dtype=bool)
-    cur = width
-    logits = np.repeat(first[:, None, :], nb, axis=1)  # (B, nb, V)
-    V = first.shape[-1]
-    while True:
-        flat_running = running[:, :, :cur].reshape(B * nb, cur)
-        log_probs = log_softmax(logits.reshape(B * nb, V))
-        log_probs = apply(spec.processors, flat_running, log_probs)
-        accumulated = (log_probs.reshape(B, nb, V) + running_scores[:, :, None]).reshape(B, nb * V)
+    The arrays keep transformers' leading batch axis (of size 1) so the code reads like theirs.
+    """
+
+    def __init__(self, prompt: Sequence[int], spec: SearchSpec) -> None:
+        self.spec = spec
+        self.width = nb = spec.num_beams
+        self.prompt_length = P = len(prompt)
+        self.max_length = P + spec.max_new_tokens
+        self.eos = np.array(spec.eos_token_ids, dtype=np.int64)
+        self.K = max(2, 1 + len(spec.eos_token_ids)) * nb
+        self.top_nb_mask = np.zeros(self.K, dtype=bool)
+        self.top_nb_mask[:nb] = True
+        self.rng = np.random.default_rng(spec.seed)
+        self.running = np.full((1, nb, self.max_length), spec.pad_token_id, dtype=np.int64)
+        self.running[:, :, :P] = prompt
+        self.sequences = self.running.copy()
+        self.lengths_fin = np.zeros((1, nb), dtype=np.int64)  # generated tokens of finished hypotheses
+        self.by_string_fin = np.zeros((1, nb), dtype=bool)
+        self.running_scores = np.zeros((1, nb), dtype=np.float32)
+        self.running_scores[:, 1:] = NEG
+        self.beam_scores = np.full((1, nb), NEG, dtype=np.float32)
+        self.finished = np.zeros((1, nb), dtype=bool)
+        self.heuristic_unsatisfied = np.ones((1, 1), dtype=bool)
+        # per-token log-probabilities follow each hypothesis through reorders
+        self.running_logprobs: list[list[TokenLogprob]] = [[] for _ in range(nb)]
+        self.finished_logprobs: list[list[TokenLogprob]] = [[] for _ in range(nb)]
+        self.cur = P
+        self.parents = np.arange(nb)
+        self.done = False
+
+    def first(self, logits: np.ndarray) -> None:
+        self.step(np.repeat(logits[None, :], self.width, axis=0))
+
+    def step(self, logits: np.ndarray) -> None:  # noqa: C901 - one iteration of transformers' loop
+        spec, nb, K, cur, P = self.spec, self.width, self.K, self.cur, self.prompt_length
+        V = logits.shape[-1]
+        flat_running = self.running[:, :, :cur].reshape(nb, cur)
+        log_probs = apply(spec.processors, flat_running, log_softmax(logits))
+        accumulated = (log_probs.reshape(1, nb, V) + self.running_scores[:, :, None]).reshape(1, nb * V)
         if spec.do_sample:  # multinomial without replacement == Gumbel top-k
-            keys = np.where(np.isfinite(accumulated), accumulated + _gumbel(rng, accumulated.shape), -np.inf)
+            keys = np.where(np.isfinite(accumulated), accumulated + _gumbel(self.rng, accumulated.shape), -np.inf)
             top = np.argpartition(-keys, K - 1, axis=1)[:, :K]
             top_scores = np.take_along_axis(accumulated, top, axis=1)
             order = np.argsort(-top_scores, axis=1, kind="stable")
@@ -190,60 +241,99 @@ def beam_search(
         else:
             top, top_scores = _top_k(accumulated, K)
         source_beam, tokens = top // V, top % V
-        candidates = np.take_along_axis(running, source_beam[:, :, None], axis=1)  # (B, K, max_length)
+        candidates = np.take_along_axis(self.running, source_beam[:, :, None], axis=1)  # (1, K, max_length)
         candidates[:, :, cur] = tokens
-        hits = np.isin(tokens, eos) | (cur + 1 >= max_length)
+        hits = np.isin(tokens, self.eos) | (cur + 1 >= self.max_length)
         string_hits = np.zeros_like(hits)
         if spec.stop_strings is not None:
-            string_hits = spec.stop_strings([candidates[b, k, width:cur + 1] for b in range(B) for k in range(K)])
-            string_hits = string_hits.reshape(B, K)
+            string_hits = spec.stop_strings([candidates[0, k, P:cur + 1] for k in range(K)]).reshape(1, K)
             hits |= string_hits
+        candidate_logprobs: list[list[TokenLogprob]] = []
+        if spec.logprobs is not None:
+            records = _logprob_records(log_probs, np.zeros(nb, dtype=np.int64), spec.logprobs)
+            for k in range(K):
+                beam, token = int(source_beam[0, k]), int(tokens[0, k])
+                record = TokenLogprob(token, float(log_probs[beam, token]), records[beam].top)
+                candidate_logprobs.append(self.running_logprobs[beam] + [record])
 
         # the best num_beams unfinished continuations keep running
         running_candidate_scores = top_scores + hits.astype(np.float32) * NEG
         keep = np.argsort(-running_candidate_scores, axis=1, kind="stable")[:, :nb]
-        running = np.take_along_axis(candidates, keep[:, :, None], axis=1)
-        running_scores = np.take_along_axis(running_candidate_scores, keep, axis=1)
-        parents = np.take_along_axis(source_beam, keep, axis=1)  # (B, nb)
+        self.running = np.take_along_axis(candidates, keep[:, :, None], axis=1)
+        self.running_scores = np.take_along_axis(running_candidate_scores, keep, axis=1)
+        self.parents = np.take_along_axis(source_beam, keep, axis=1)[0]
 
         # finished hypotheses: only among the top num_beams candidates
-        just_finished = hits & top_nb_mask[None, :]
-        scores_fin = top_scores / np.float32((cur + 1 - width) ** lp)
-        all_done = finished.all(axis=-1, keepdims=True) & (early is True)
+        early = spec.early_stopping
+        just_finished = hits & self.top_nb_mask[None, :]
+        scores_fin = top_scores / np.float32((cur + 1 - P) ** spec.length_penalty)
+        all_done = self.finished.all(axis=-1, keepdims=True) & (early is True)
         scores_fin = scores_fin + all_done.astype(np.float32) * NEG
-        scores_fin = scores_fin + (~heuristic_unsatisfied).astype(np.float32) * NEG
+        scores_fin = scores_fin + (~self.heuristic_unsatisfied).astype(np.float32) * NEG
         scores_fin = scores_fin + (~just_finished).astype(np.float32) * NEG
-        merged_scores = np.concatenate([beam_scores, scores_fin], axis=1)
+        merged_scores = np.concatenate([self.beam_scores, scores_fin], axis=1)
         best = np.argsort(-merged_scores, axis=1, kind="stable")[:, :nb]
-        sequences = np.take_along_axis(np.concatenate([sequences, candidates], axis=1), best[:, :, None], axis=1)
-        beam_scores = np.take_along_axis(merged_scores, best, axis=1)
-        finished = np.take_along_axis(np.concatenate([finished, just_finished], axis=1), best, axis=1)
-        new_lengths = np.full((B, K), cur + 1 - width, dtype=np.int64)
-        lengths_fin = np.take_along_axis(np.concatenate([lengths_fin, new_lengths], axis=1), best, axis=1)
-        by_string_fin = np.take_along_axis(np.concatenate([by_string_fin, string_hits], axis=1), best, axis=1)
+        self.sequences = np.take_along_axis(np.concatenate([self.sequences, candidates], axis=1), best[:, :, None],
+                                            axis=1)
+        self.beam_scores = np.take_along_axis(merged_scores, best, axis=1)
+        self.finished = np.take_along_axis(np.concatenate([self.finished, just_finished], axis=1), best, axis=1)
+        new_lengths = np.full((1, K), cur + 1 - P, dtype=np.int64)
+        self.lengths_fin = np.take_along_axis(np.concatenate([self.lengths_fin, new_lengths], axis=1), best, axis=1)
+        self.by_string_fin = np.take_along_axis(np.concatenate([self.by_string_fin, string_hits], axis=1), best,
+                                                axis=1)
+        if spec.logprobs is not None:
+            merged = self.finished_logprobs + candidate_logprobs
+            self.finished_logprobs = [merged[i] for i in best[0]]
+            self.running_logprobs = [candidate_logprobs[i] for i in keep[0]]
 
-        cur += 1
+        self.cur = cur = cur + 1
         # early-stop heuristic, then whether anything can still change
-        best_length = (max_length - width) if (early == "never" and lp > 0.0) else (cur - width)
-        best_possible = running_scores[:, :1] / np.float32(best_length ** lp)
-        worst_finished = np.where(finished, beam_scores.min(axis=1, keepdims=True), NEG)
-        heuristic_unsatisfied = heuristic_unsatisfied & (best_possible > worst_finished).any(axis=-1, keepdims=True)
-        improvement_possible = heuristic_unsatisfied.any()
-        open_beam = not (finished.all() and early is True)
+        lp = spec.length_penalty
+        best_length = (self.max_length - P) if (early == "never" and lp > 0.0) else (cur - P)
+        best_possible = self.running_scores[:, :1] / np.float32(best_length ** lp)
+        worst_finished = np.where(self.finished, self.beam_scores.min(axis=1, keepdims=True), NEG)
+        self.heuristic_unsatisfied &= (best_possible > worst_finished).any(axis=-1, keepdims=True)
+        improvement_possible = self.heuristic_unsatisfied.any()
+        open_beam = not (self.finished.all() and early is True)
         valid_continuations = not hits.all()
-        if not (improvement_possible and open_beam and valid_continuations):
-            break
+        self.done = not (improvement_possible and open_beam and valid_continuations)
 
-        # the surviving beams continue their parents' paths with their new tokens
-        logits = decoding.step(running[:, :, cur - 1], parents)
+    def feed(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The surviving beams continue their parents' paths with their new tokens."""
+        return self.running[0, :, self.cur - 1], self.parents
 
-    results: list[list[Hypothesis]] = []
-    for b in range(B):
-        group = []
-        for r in range(n_out):
-            length = int(lengths_fin[b, r])
-            tokens = [int(t) for t in sequences[b, r, width:width + length]]
-            reason = _stop_reason(tokens, spec.eos_token_ids, bool(by_string_fin[b, r]))
-            group.append(Hypothesis(tokens, reason, float(beam_scores[b, r])))
-        results.append(group)
-    return results
+    def settled(self) -> list[list[int]]:
+        """Per returned sequence, the tokens that every running beam and every finished hypothesis
+        that may still be returned have in common: final whatever the search does next."""
+        P = self.prompt_length
+        candidates = [self.running[0, b, P:self.cur] for b in range(self.width)]
+        candidates += [self.sequences[0, b, P:P + self.lengths_fin[0, b]]
+                       for b in range(self.width) if self.beam_scores[0, b] > NEG / 2]
+        length = min(len(c) for c in candidates)
+        common = 0
+        while common < length and all(c[common] == candidates[0][common] for c in candidates):
+            common += 1
+        prefix = [int(t) for t in candidates[0][:common]]
+        return [prefix] * self.spec.num_return_sequences
+
+    def settled_logprobs(self, index: int, count: int) -> list[TokenLogprob]:
+        """The settled prefix is every hypothesis' own: any running beam's records cover it."""
+        return self.running_logprobs[0][:count]
+
+    def hypotheses(self) -> list[Hypothesis]:
+        out = []
+        P = self.prompt_length
+        for r in range(self.spec.num_return_sequences):
+            length = int(self.lengths_fin[0, r])
+            tokens = [int(t) for t in self.sequences[0, r, P:P + length]]
+            reason = _stop_reason(tokens, self.spec.eos_token_ids, bool(self.by_string_fin[0, r]))
+            out.append(Hypothesis(tokens, reason, float(self.beam_scores[0, r]),
+                                  self.finished_logprobs[r] if self.spec.logprobs is not None else None))
+        return out
+
+
+Search = SampleSearch | BeamSearch
+
+
+def make_search(prompt: Sequence[int], spec: SearchSpec) -> Search:
+    return BeamSearch(prompt, spec) if spec.num_beams > 1 else SampleSearch(prompt, spec)

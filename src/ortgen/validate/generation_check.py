@@ -1,8 +1,9 @@
 """Generation level: token ids from the package against transformers' generate().
 
-Every (prompt batch x settings) case runs through each backend of the package (the
-in-graph operator, and the step engine) and through transformers on the same left-padded
-batch. A sequence matches when its tokens and its
+Every (prompt batch x settings) case runs through each backend of the package and through
+transformers: the in-graph operator against transformers on the same left-padded batch (both
+run the batch as one), the step engine against transformers on each prompt alone (the engine
+runs each prompt as its own request, whatever else is running). A sequence matches when its tokens and its
 EOS agree. Otherwise the first diverging step is located and both tokens are scored by
 transformers' model (log-probabilities after the common prefix, and their gap). A case
 with mismatches is *explained* only when a known difference accounts for it, and the
@@ -124,6 +125,15 @@ def generate_with(generator: Generator, backend: str, batch: list[list[int]], op
                             time.perf_counter() - started, "graph", "validation", extra)
 
 
+def _reference(reference: Reference, backend: str, batch: list[list[int]], ids, mask, settings: GenerationSettings,
+               eos: int, pad: int) -> list[list[ReferenceSequence]]:
+    """transformers' answer to compare ``backend`` with: the batch as one for the operators, each
+    prompt alone for the step engine."""
+    if backend == "engine":
+        return reference.generate_alone(batch, settings, eos=eos, pad=pad)
+    return reference.generate(ids, mask, settings, eos=eos, pad=pad, tokenizer=None)
+
+
 def run_case(
     generator: Generator,
     reference: Reference,
@@ -141,7 +151,7 @@ def run_case(
     ours_seconds = time.perf_counter() - started
     ids, mask = left_pad(batch, pad)  # transformers' own padding
     started = time.perf_counter()
-    theirs = reference.generate(ids, mask, ours.settings, eos=eos, pad=pad, tokenizer=None)
+    theirs = _reference(reference, backend, batch, ids, mask, ours.settings, eos, pad)
     theirs_seconds = time.perf_counter() - started
 
     comparisons, max_score_diff = _compare(ours, theirs, batch, reference, eos, generator.tokenizer)
@@ -173,7 +183,7 @@ def _explain(generator: Generator, backend: str, reference: Reference, batch: li
     if backend == "graph" and settings.strategy == "beam" and settings.length_penalty != 0 and eos_involved:
         neutral = replace(settings, length_penalty=0.0)
         ours = generate_with(generator, backend, batch, {**options, "length_penalty": 0.0})
-        theirs = reference.generate(ids, mask, neutral, eos=eos, pad=pad)
+        theirs = _reference(reference, backend, batch, ids, mask, neutral, eos, pad)
         again, _ = _compare(ours, theirs, batch, reference, eos, generator.tokenizer)
         if all(c.status == MATCH for c in again):
             return EXPLAINED, LENGTH_NORMALISATION

@@ -136,6 +136,15 @@ class Reference:
 
     # -- generate -----------------------------------------------------------------------
 
+    def generate_alone(self, prompts: list[list[int]], settings: GenerationSettings, *, eos: int, pad: int,
+                       tokenizer: Any = None) -> list[list[ReferenceSequence]]:
+        """transformers generate() on each prompt by itself (what ortgen's step engine promises:
+        a request's result depends on its own prompt only)."""
+        from ortgen.runtime.graph_runner import left_pad
+
+        return [self.generate(*left_pad([prompt], pad), settings, eos=eos, pad=pad, tokenizer=tokenizer)[0]
+                for prompt in prompts]
+
     def generate(
         self, ids: np.ndarray, mask: np.ndarray, settings: GenerationSettings, *, eos: int, pad: int,
         tokenizer: Any = None, seed: int | None = None,
@@ -150,7 +159,7 @@ class Reference:
         eos_ids = settings.eos_token_ids or [eos]
         kwargs: dict[str, Any] = dict(
             do_sample=settings.do_sample, num_beams=settings.num_beams,
-            num_return_sequences=settings.num_return_sequences, max_new_tokens=settings.max_new_tokens,
+            num_return_sequences=settings.num_return_sequences,
             min_new_tokens=settings.min_new_tokens or None, min_length=settings.min_length or None,
             repetition_penalty=settings.repetition_penalty, length_penalty=settings.length_penalty,
             early_stopping=settings.early_stopping, no_repeat_ngram_size=settings.no_repeat_ngram_size or None,
@@ -158,6 +167,10 @@ class Reference:
             eos_token_id=eos_ids if len(eos_ids) > 1 else eos_ids[0], pad_token_id=pad,
             return_dict_in_generate=True, output_scores=settings.num_beams > 1,
         )
+        if settings.max_new_tokens is not None:
+            kwargs["max_new_tokens"] = settings.max_new_tokens
+        else:
+            kwargs["max_length"] = settings.max_length
         if settings.do_sample:
             kwargs.update(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
             torch.manual_seed(0 if seed is None else seed)

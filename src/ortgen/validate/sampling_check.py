@@ -34,6 +34,7 @@ from ortgen.validate.reference import Reference
 from ortgen.validate.report import FAIL, PASS, SKIPPED, SamplingCheck
 
 RUN_FALSE_FAILURE_RATE = 1e-3  # per validate run, over all its frequency tests
+DRAWS_PER_REQUEST = 100  # independent draws per request (seeds differ): well under the scheduler's max_running
 MIN_EXPECTED = 5.0
 
 
@@ -95,10 +96,14 @@ def _reproducibility(generator: Generator, prompts: list[list[int]], backend: st
 
 def _frequencies(generator: Generator, reference: Reference, prompt: list[int], draws: int, backend: str,
                  temperature: float, top_p: float, top_k: int, seed: int, threshold: float) -> SamplingCheck:
-    result = generator.generate(input_ids=[prompt], seed=seed, max_new_tokens=1, num_return_sequences=draws,
-                                top_k=top_k, temperature=temperature, top_p=top_p, backend=backend)
     eos = generator.manifest.special_tokens.eos_token_id
-    firsts = [s.token_ids[0] if s.token_ids else eos for s in result.sequences[0]]
+    firsts = []
+    for part, start in enumerate(range(0, draws, DRAWS_PER_REQUEST)):  # requests of a size any scheduler runs
+        count = min(DRAWS_PER_REQUEST, draws - start)
+        result = generator.generate(input_ids=[prompt], seed=seed + 1000 * part, max_new_tokens=1,
+                                    num_return_sequences=count, top_k=top_k, temperature=temperature, top_p=top_p,
+                                    backend=backend)
+        firsts += [s.token_ids[0] if s.token_ids else eos for s in result.sequences[0]]
     probs = reference.sampling_distribution(prompt, temperature, top_p, top_k)
     counts = np.bincount(np.array(firsts), minlength=probs.shape[0]).astype(np.float64)
     statistic, dof, bins = binned_chi_square(counts, probs)
