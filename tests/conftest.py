@@ -114,3 +114,27 @@ class _Zoo:
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory) -> _Zoo:
     return _Zoo(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="session")
+def demo_package(tmp_path_factory) -> Path:
+    """The embedded demo BioGPT (random weights, demo tokenizer), exported: built without torch."""
+    from ortgen.demo.models import build_random_biogpt
+    from ortgen.export.package import ExportOptions, export_package
+
+    root = tmp_path_factory.mktemp("demo")
+    build_random_biogpt(root / "hf", "demo")
+    export_package(str(root / "hf"), root / "demo-biogpt", ExportOptions(show_progress=False))
+    return root / "demo-biogpt"
+
+
+@pytest.fixture(scope="session")
+def small_package(tmp_path_factory) -> Path:
+    """A 20M-parameter random BioGPT: steps take milliseconds, so tests can act while a request runs."""
+    from ortgen.demo.models import build_random_biogpt
+    from ortgen.export.package import ExportOptions, export_package
+
+    root = tmp_path_factory.mktemp("small")
+    build_random_biogpt(root / "hf", "small")
+    export_package(str(root / "hf"), root / "small-biogpt", ExportOptions(show_progress=False))
+    return root / "small-biogpt"

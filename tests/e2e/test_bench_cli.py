@@ -51,3 +51,22 @@ def test_cuda_device_without_a_cuda_provider_is_refused(capsys):
         pytest.skip("this onnxruntime has CUDA")
     assert main(["bench", "--quick", "--device", "cuda"]) == 1
     assert "no CUDAExecutionProvider" in capsys.readouterr().err
+
+
+def test_quick_throughput_bench_compares_the_scheduler_with_one_at_a_time(tmp_path, capsys):
+    out = tmp_path / "results"
+    code = main(["bench", "--quick", "--models", "biogpt-base", "--workloads", "C1,C2,C3", "--systems",
+                 "ortgen-engine", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    assert code == 0
+    result = json.loads((out / "bench.json").read_text())
+    rows = {(r["workload"], r["system"]): r for r in result["throughput"]}
+    for workload in ("C1", "C2", "C3"):
+        mine = rows[(workload, "ortgen scheduler")]
+        assert mine["tokens_identical"] is True  # the same tokens as the requests one at a time
+        assert mine["requests_per_second"] > 0 and mine["latency_p99"] >= mine["latency_p50"] > 0
+        assert mine["first_token_p50"] is not None
+        assert "ortgen one at a time" in mine["speedups"]
+    assert rows[("C1", "ortgen scheduler")]["floor_seconds"] > 0  # together: a floor; Poisson: none
+    assert rows[("C2", "ortgen scheduler")]["floor_seconds"] is None
+    assert rows[("C1", "ortgen scheduler")]["mean_rows_per_step"] > 1
+    assert "Throughput (many requests at once" in (out / "bench.md").read_text()

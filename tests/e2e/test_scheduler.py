@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,18 +15,6 @@ from ortgen.runtime.generator import Generator
 from ortgen.runtime.scheduler import SchedulerLimits
 
 PROMPT = "Aspirin reduces the risk of"
-
-
-@pytest.fixture(scope="module")
-def demo_package(tmp_path_factory) -> Path:
-    from ortgen.demo.models import build_random_biogpt
-    from ortgen.export.package import ExportOptions, export_package
-
-    root = tmp_path_factory.mktemp("demo")
-    build_random_biogpt(root / "hf", "demo")
-    export_package(str(root / "hf"), root / "pkg", ExportOptions(show_progress=False))
-    return root / "pkg"
-
 
 STREAMED = [
     dict(max_new_tokens=16),
@@ -134,8 +121,8 @@ def test_a_full_queue_refuses_and_the_accepted_requests_complete(demo_package):
      r"needs 0\.3 MiB of KV cache \(30\d positions x 1024 bytes\); the KV budget is 0\.2 MiB"),
     (SchedulerLimits(row_capacity=100), dict(max_new_tokens=40, num_beams=3),
      r"needs 12\d positions of KV cache .* a request may use at most 100 \(row_capacity\)"),
-    (SchedulerLimits(max_running=4), dict(max_new_tokens=4, num_beams=5),
-     r"runs 5 sequences side by side .* at most 4 at once \(max_running\)"),
+    (SchedulerLimits(max_sequences=4), dict(max_new_tokens=4, num_beams=5),
+     r"runs 5 sequences side by side .* at most 4 at once \(max_sequences\)"),
 ])
 def test_a_request_that_can_never_fit_is_refused_with_the_numbers(demo_package, limits, options, message):
     with Generator.load(demo_package, limits=limits) as generator:

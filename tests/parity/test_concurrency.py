@@ -141,3 +141,25 @@ def test_a_request_joining_mid_prefill_and_mid_decode(zoo):
     for prompt, output in zip((x, y, z), outputs):
         theirs = reference.generate_alone([prompt], output.settings, eos=model.eos_token_id, pad=model.pad_token_id)[0]
         assert [s.token_ids for s in output.sequences] == [t.token_ids for t in theirs]
+
+
+@pytest.mark.parametrize("arch, options", [
+    ("biogpt", dict(min_length=14)),  # transformers' min_length counts the left padding of shorter prompts
+    ("opt", dict(min_length=9)),
+    ("gpt2", dict(no_repeat_ngram_size=1)),  # GPT-2 pads with EOS: the padding's EOS is then a banned 1-gram
+])
+def test_where_transformers_batches_differ_from_single_prompts_ortgen_follows_the_single_prompt(zoo, arch, options):
+    from ortgen.runtime.generator import left_pad
+    from tests.parity.test_engine_parity import _prompts
+
+    model = zoo.model(arch, eos_bias=EOS_BIAS[arch])
+    prompts = _prompts(model.vocab_size)  # lengths 7, 3, 5: left-padded in a transformers batch
+    with Generator.load(zoo.package(arch, eos_bias=EOS_BIAS[arch])) as generator:
+        ours = generator.generate(input_ids=prompts, max_new_tokens=12, **options)
+    reference = Reference(model.load(), "tiny")
+    eos, pad = model.eos_token_id, model.pad_token_id
+    batched = reference.generate(*left_pad(prompts, pad), ours.settings, eos=eos, pad=pad)
+    alone = reference.generate_alone(prompts, ours.settings, eos=eos, pad=pad)
+    tokens = lambda groups: [[s.token_ids for s in g] for g in groups]  # noqa: E731
+    assert tokens(batched) != tokens(alone), "the documented difference must show on this fixture"
+    assert tokens(ours.sequences) == tokens(alone)

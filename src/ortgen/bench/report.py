@@ -13,16 +13,23 @@ log = logging.getLogger(__name__)
 def markdown(result: dict[str, Any]) -> str:
     machine = result["machine"]
     rates = result["rates"]
+    from ortgen.bench.throughput import markdown as throughput_markdown
+
     lines = [
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; "
         f"{machine['device']}. Measured rates: float32 GEMM {rates['matmul_gflops']} GFLOP/s, "
         f"int8 MatMulNBits {rates['int8_gflops']} GFLOP/s, weight streaming {rates['bandwidth_gbs']} GB/s. "
-        f"Medians of {result['repeats']} runs after a warm-up; random weights, fixed lengths. Peak memory: "
-        f"one run in a process of its own, above the libraries' baseline.",
-        "",
-        "| model | workload | system | seconds | tokens/s | vs transformers | floor s | x floor | peak memory GB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        f"Random weights, fixed lengths.",
     ]
+    if result["measurements"]:
+        lines += [
+            "",
+            f"Single requests: medians of {result['repeats']} runs after a warm-up. Peak memory: one run in a "
+            "process of its own, above the libraries' baseline.",
+            "",
+            "| model | workload | system | seconds | tokens/s | vs transformers | floor s | x floor | peak memory GB |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
     for m in result["measurements"]:
         speed = f"{m['speedup_vs_transformers']:.2f}x" if m["speedup_vs_transformers"] is not None else "-"
         floor = f"{m['floor_seconds']:.3g}" if m["floor_seconds"] is not None else "-"
@@ -31,8 +38,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {m['model']} | {m['workload']} | {m['system']} | {m['seconds']:.3g} | "
                      f"{m['tokens_per_second']:.1f} | {speed} | {floor} | {ratio} | {memory} |")
     lines.append("")
-    lines.append("Workloads: " + "; ".join(f"{k}: {v}" for k, v in result["workloads"].items()) + ".")
+    if result["measurements"]:
+        lines.append("Workloads: " + "; ".join(f"{k}: {v}" for k, v in result["workloads"].items()) + ".")
     lines.extend(head_to_head(result["measurements"]))
+    lines.extend(throughput_markdown(result.get("throughput", []), result.get("throughput_workloads", {})))
     return "\n".join(lines) + "\n"
 
 
@@ -73,22 +82,30 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         return False
     measurements = [m for m in result["measurements"] if m["speedup_vs_transformers"]]
     models = list(dict.fromkeys(m["model"] for m in measurements))
-    if not models:
+    throughput = result.get("throughput", [])
+    throughput_models = list(dict.fromkeys(r["model"] for r in throughput))
+    panels = [("speed", m) for m in models] + [("throughput", m) for m in throughput_models]
+    if not panels:
         return False
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        rows = [m for m in measurements if m["model"] == model]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (kind, model) in zip(axes[0], panels):
+        if kind == "speed":
+            rows, value, label = [m for m in measurements if m["model"] == model], "speedup_vs_transformers", \
+                "speed-up over transformers fp32"
+        else:
+            rows, value, label = [r for r in throughput if r["model"] == model], "requests_per_second", "requests/s"
         workloads = list(dict.fromkeys(m["workload"] for m in rows))
         systems = list(dict.fromkeys(m["system"] for m in rows))
         width = 0.8 / max(len(systems), 1)
         for i, system in enumerate(systems):
-            values = [next((m["speedup_vs_transformers"] for m in rows if m["workload"] == w and m["system"] == system),
-                           0) for w in workloads]
+            values = [next((m[value] for m in rows if m["workload"] == w and m["system"] == system), 0)
+                      for w in workloads]
             ax.bar([x + i * width for x in range(len(workloads))], values, width, label=system)
-        ax.axhline(1.0, color="black", linewidth=0.8)
+        if kind == "speed":
+            ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(workloads))], workloads)
-        ax.set_title(model)
-        ax.set_ylabel("speed-up over transformers fp32")
+        ax.set_title(model if kind == "speed" else f"{model}: many requests at once")
+        ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

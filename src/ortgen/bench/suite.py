@@ -14,6 +14,8 @@ from ortgen.bench import report
 from ortgen.bench.floor import measure_rates
 from ortgen.bench.models import prepare
 from ortgen.bench.runner import as_dicts, bench_model
+from ortgen.bench.throughput import QUICK_THROUGHPUT, THROUGHPUT, bench_throughput
+from ortgen.bench.throughput import as_dicts as throughput_dicts
 from ortgen.bench.workloads import QUICK, WORKLOADS
 
 log = logging.getLogger(__name__)
@@ -61,11 +63,14 @@ def run_suite(models: Sequence[str], workloads: Sequence[str], systems: Sequence
     """Prepare the models, measure the machine, run every system on every workload, write the report."""
     started = time.time()
     table = QUICK if quick else WORKLOADS
-    chosen = [table[w] for w in workloads]
+    chosen = [table[w] for w in workloads if w in table]
+    concurrent_table = QUICK_THROUGHPUT if quick else THROUGHPUT
+    concurrent = [concurrent_table[w] for w in workloads if w in concurrent_table]
     log.info("measuring this machine's matmul rates and memory bandwidth")
     rates = measure_rates(quick=quick, device=device)
     log.info("rates: %s", rates.as_dict())
-    measurements = []
+    measurements: list = []
+    throughput: list = []
     for name in models:
         has_ct2 = "ctranslate2" in systems
         if has_ct2:
@@ -76,7 +81,10 @@ def run_suite(models: Sequence[str], workloads: Sequence[str], systems: Sequence
                 has_ct2 = False
         model = prepare(name, workdir, quick=quick, dtypes=list(dtypes), ctranslate2=has_ct2)
         alternate = quick or "large" not in name  # BioGPT-Large: one system loaded at a time
-        measurements.extend(bench_model(model, chosen, systems, repeats, rates, alternate, device, memory))
+        if chosen:
+            measurements.extend(bench_model(model, chosen, systems, repeats, rates, alternate, device, memory))
+        if concurrent:
+            throughput.extend(bench_throughput(model, concurrent, rates, systems, dtype=dtypes[0]))
     result = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -87,6 +95,8 @@ def run_suite(models: Sequence[str], workloads: Sequence[str], systems: Sequence
         "quick": quick,
         "workloads": {w.name: w.description for w in chosen},
         "measurements": as_dicts(measurements),
+        "throughput_workloads": {w.name: w.description for w in concurrent},
+        "throughput": throughput_dicts(throughput),
         "seconds": round(time.time() - started, 1),
     }
     files = report.write(result, out_dir)

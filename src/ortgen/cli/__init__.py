@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from ortgen import __version__
-from ortgen.cli import bench, convert, demo, export, generate, inspect, random_model, validate
+from ortgen.cli import bench, convert, demo, export, generate, inspect, random_model, serve, validate
 from ortgen.errors import OrtgenError
 
 DESCRIPTION = """\
@@ -25,9 +25,10 @@ setting, requests batched together) or with those operators.
   ortgen validate pkg --reference microsoft/biogpt    prove it generates what transformers does
   ortgen convert-fairseq QA-PubMedQA-BioGPT -o hf-dir  fairseq BioGPT -> Hugging Face
   ortgen bench --quick                     speed against transformers and CTranslate2 on this machine
+  ortgen serve pkg --port 8000             HTTP: OpenAI /v1/completions, KServe v2 /v2, /metrics
 """
 
-VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model)
+VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model, serve)
 
 
 def _setup_logging(verbosity: int) -> None:

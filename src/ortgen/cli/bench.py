@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="benchmark ortgen against transformers and CTranslate2 (JSON, markdown table, PNG plot)",
         description=(
             "Run workloads W1 (prompt 64 -> 64, beam 5), W2 (prompt 512 -> 64, beam 5) and W3 (batch 8 x 128 -> "
-            "64, greedy) on random-weight models of real shapes (BioGPT base and Large; GPT-2-medium for "
+            "64, greedy), and the throughput workloads C1-C3 (many requests through the scheduler against the "
+            "same requests one at a time, and transformers one at a time and in a static batch), on "
+            "random-weight models of real shapes (BioGPT base and Large; GPT-2-medium for "
             "CTranslate2, which cannot load BioGPT), for transformers fp32, ortgen's in-graph operators and step "
             "engine (fp32 and int8) and CTranslate2 (fp32, int8), in one process, alternating, medians. Also "
             "measures this machine's matmul rate and memory bandwidth and reports each result against the "
@@ -40,8 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--models", type=_csv(list(MODELS)), default=["biogpt-base", "gpt2-medium"],
                    help=f"comma-separated, from {', '.join(MODELS)} (default: biogpt-base,gpt2-medium)")
-    p.add_argument("--workloads", type=_csv(["W1", "W2", "W3"]), default=["W1", "W2", "W3"],
-                   help="comma-separated, from W1, W2, W3 (default: W1,W2,W3)")
+    p.add_argument("--workloads", type=_csv(["W1", "W2", "W3", "C1", "C2", "C3"]), default=["W1", "W2", "W3"],
+                   help="comma-separated: single requests W1, W2, W3; many requests at once C1 (16 x beam 5, "
+                        "together), C2 (the same as a Poisson stream), C3 (32 x greedy, together) "
+                        "(default: W1,W2,W3)")
     p.add_argument("--systems", type=_csv(list(ALL_SYSTEMS)), default=list(ALL_SYSTEMS),
                    help=f"comma-separated, from {', '.join(ALL_SYSTEMS)} (default: all)")
     p.add_argument("--weights", type=_csv(["float32", "int8", "int4"]), default=["float32", "int8"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ortgen.errors import OrtgenError
 
-PRESET_NAMES = ("demo", "biogpt-base", "biogpt-large")  # see ortgen.demo.models.PRESETS
+PRESET_NAMES = ("demo", "small", "biogpt-base", "biogpt-large")  # see ortgen.demo.models.PRESETS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "make-random-model",
         help="write a BioGPT-shaped Hugging Face checkpoint with random weights (benchmarks, tests)",
         description=(
-            "Write a Hugging Face BioGPT directory with random weights: 'demo' is the small embedded default, "
+            "Write a Hugging Face BioGPT directory with random weights: 'demo' is the small embedded default, 'small' "
+            "a 20M-parameter one, "
             "'biogpt-base' has microsoft/biogpt's dimensions (347M parameters), 'biogpt-large' BioGPT-Large's "
             "(1.57B). Weights are written one tensor at a time."
         ),

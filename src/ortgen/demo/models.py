@@ -49,6 +49,8 @@ class BioGptShape:
 
 PRESETS: dict[str, BioGptShape] = {
     "demo": BioGptShape(hidden_size=64, num_layers=2, num_heads=4, ffn_size=256, max_positions=256, vocab_size=None),
+    # small enough to build in seconds, slow enough (~10 ms a step here) for tests that need time to pass
+    "small": BioGptShape(hidden_size=512, num_layers=6, num_heads=8, ffn_size=2048, max_positions=512, vocab_size=None),
     # microsoft/biogpt: 347M parameters
     "biogpt-base": BioGptShape(hidden_size=1024, num_layers=24, num_heads=16, ffn_size=4096, max_positions=1024,
                                vocab_size=42384),

@@ -23,7 +23,7 @@ Each step:
 4. run the engine once over the rows in use; hand each request its logits; publish progress;
    finish what is done.
 
-Limits: ``max_running`` sequences at once (a beam-5 request counts 5), ``kv_budget`` bytes of
+Limits: ``max_sequences`` sequences at once (a beam-5 request counts 5), ``kv_budget`` bytes of
 cache reserved by running requests (a request reserves its prompt + max_new_tokens x width
 positions), ``max_queue`` waiting requests (``submit`` on a full queue raises QueueFullError),
 ``row_capacity`` positions per request. A request that could never fit is refused at once, with
@@ -71,7 +71,7 @@ def default_kv_budget() -> int:
 class SchedulerLimits:
     """How much runs at once. ``None`` fields get defaults from the model (see :meth:`resolve`)."""
 
-    max_running: int = 256  # sequences decoding at once (beams and samples count one each)
+    max_sequences: int = 256  # sequences decoding at once (beams and samples count one each)
     max_requests: int = 64  # requests running at once: rows of the KV pool
     max_queue: int = 1024  # requests waiting for admission
     kv_budget: int | None = None  # bytes of KV cache reserved by running requests (default: 25% of RAM, <= 4 GiB)
@@ -82,7 +82,7 @@ class SchedulerLimits:
     def resolve(self, max_positions: int) -> "SchedulerLimits":
         from dataclasses import replace
 
-        for name in ("max_running", "max_requests", "max_queue", "prefill_chunk"):
+        for name in ("max_sequences", "max_requests", "max_queue", "prefill_chunk"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -134,13 +134,14 @@ class Scheduler:
         self.reserved_bytes = 0
         self.running_sequences = 0
         self.stats = SchedulerStats()
+        self.step_listeners: list[Callable[[int, int, float], None]] = []  # (rows, tokens, seconds) per step
 
     @classmethod
     def pool_shape(cls, layers: int, heads: int, head_dim: int, limits: SchedulerLimits) -> PoolShape:
         """The pool for ``limits`` (resolved): rows = max_requests; each row holds row_capacity
         positions plus the headroom GroupQueryAttention wants for a step's widest row."""
         assert limits.row_capacity is not None
-        capacity = round_capacity(limits.row_capacity + limits.prefill_chunk + limits.max_running)
+        capacity = round_capacity(limits.row_capacity + limits.prefill_chunk + limits.max_sequences)
         return PoolShape(layers, limits.max_requests, heads, capacity, head_dim)
 
     # -- submitting ---------------------------------------------------------------------------
@@ -154,10 +155,10 @@ class Scheduler:
         width = settings.width
         need = prompt_length + settings.max_new_tokens * width
         nbytes = need * self.pool.shape.bytes_per_position
-        if width > self.limits.max_running:
+        if width > self.limits.max_sequences:
             raise RequestTooLargeError(
                 f"this request runs {width} sequences side by side (num_beams / num_return_sequences); the "
-                f"scheduler runs at most {self.limits.max_running} at once (max_running)")
+                f"scheduler runs at most {self.limits.max_sequences} at once (max_sequences)")
         if need > self.capacity:
             raise RequestTooLargeError(
                 f"this request needs {need} positions of KV cache (a {prompt_length}-token prompt + "
@@ -260,7 +261,7 @@ class Scheduler:
         budget = self.limits.kv_budget or 0
         while self._waiting:
             head = self._waiting[0]
-            if (self.pool.free_rows == 0 or self.running_sequences + head.width > self.limits.max_running
+            if (self.pool.free_rows == 0 or self.running_sequences + head.width > self.limits.max_sequences
                     or self.reserved_bytes + head.reserved > budget):
                 return  # first come, first served: nothing overtakes the head of the queue
             self._waiting.popleft()
@@ -310,7 +311,10 @@ class Scheduler:
         batch = builder.build(self.pool.bind_rows(hi))
         started = time.perf_counter()
         logits = self.decoder.run(self.pool, batch)
-        self.stats.record_step(time.perf_counter() - started, batch.tokens, len(plan))
+        seconds = time.perf_counter() - started
+        self.stats.record_step(seconds, batch.tokens, len(plan))
+        for listener in self.step_listeners:
+            listener(len(plan), batch.tokens, seconds)
         for (request, kind), rows in zip(plan, batch.logit_slices):
             if kind == "chunk":
                 continue

@@ -34,7 +34,7 @@ from ortgen.validate.reference import Reference
 from ortgen.validate.report import FAIL, PASS, SKIPPED, SamplingCheck
 
 RUN_FALSE_FAILURE_RATE = 1e-3  # per validate run, over all its frequency tests
-DRAWS_PER_REQUEST = 100  # independent draws per request (seeds differ): well under the scheduler's max_running
+DRAWS_PER_REQUEST = 100  # independent draws per request (seeds differ): well under the scheduler's max_sequences
 MIN_EXPECTED = 5.0
 
 
