@@ -22,7 +22,7 @@ openai = pytest.importorskip("openai")
 tritonclient_http = pytest.importorskip("tritonclient.http")
 
 from ortgen.runtime.generator import Generator  # noqa: E402
-from tests.helpers.servers import running_server  # noqa: E402
+from ortgen.serve.process import running_server  # noqa: E402
 
 KEY = "test-key-123"
 PROMPT = "Aspirin reduces the risk of"

@@ -9,7 +9,8 @@ import sys
 from typing import Sequence
 
 from ortgen import __version__
-from ortgen.cli import bench, convert, demo, export, generate, inspect, random_model, serve, validate
+from ortgen.cli import (bench, convert, demo, export, generate, inspect, loadtest, random_model,
+                        serve, validate)
 from ortgen.errors import OrtgenError
 
 DESCRIPTION = """\
@@ -26,16 +27,17 @@ setting, requests batched together) or with those operators.
   ortgen convert-fairseq QA-PubMedQA-BioGPT -o hf-dir  fairseq BioGPT -> Hugging Face
   ortgen bench --quick                     speed against transformers and CTranslate2 on this machine
   ortgen serve pkg --port 8000             HTTP: OpenAI /v1/completions, KServe v2 /v2, /metrics
+  ortgen loadtest --package pkg            concurrent HTTP clients against ortgen serve
 """
 
-VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model, serve)
+VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model, serve, loadtest)
 
 
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     fmt = "%(levelname)s %(name)s: %(message)s" if verbosity > 0 else "%(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
-    for noisy in ("urllib3", "filelock", "huggingface_hub"):
+    for noisy in ("urllib3", "filelock", "huggingface_hub", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

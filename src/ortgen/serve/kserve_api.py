@@ -28,28 +28,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ortgen import __version__
+from ortgen.errors import GenerationSettingsError
+from ortgen.serve import trtllm
 from ortgen.serve.service import GenerationService, ServeError
+from ortgen.serve.trtllm import SETTINGS
 
 PREFIX = "/v2"
 BINARY_HEADER = "Inference-Header-Content-Length"
 MODEL_VERSION = "1"
 
-# (name, KServe datatype, what it sets); settings inputs are optional, shape [1] or [batch]
-SETTINGS = {
-    "max_tokens": ("INT32", "new tokens at most"),
-    "beam_width": ("INT32", "beam search width (1: greedy or sampling)"),
-    "num_return_sequences": ("INT32", "sequences per prompt"),
-    "temperature": ("FP32", "sampling temperature (0: greedy)"),
-    "top_k": ("INT32", "sampling: the k most likely tokens (0: off)"),
-    "top_p": ("FP32", "sampling: nucleus filtering"),
-    "length_penalty": ("FP32", "beam score = logprob sum / length ** length_penalty"),
-    "repetition_penalty": ("FP32", "> 1 discourages repeated tokens"),
-    "min_length": ("INT32", "EOS is suppressed until this many new tokens"),
-    "random_seed": ("UINT64", "sampling seed"),
-    "stop_words": ("BYTES", "text that ends a sequence"),
-    "no_repeat_ngram_size": ("INT32", "ban repeating an n-gram of this size"),
-    "early_stopping": ("BOOL", "beam search: stop once num_beams hypotheses finished"),
-}
 NUMERIC = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64"}
 
 
@@ -116,38 +103,10 @@ def error_response(error: ServeError) -> JSONResponse:
 
 
 def settings_to_options(values: dict[str, Any]) -> dict[str, Any]:
-    """TensorRT-LLM ensemble names -> ortgen generation options (the rules as in the OpenAI route:
-    a beam width > 1 is beam search, temperature 0 greedy, a sampling setting samples, nothing set
-    the package's defaults)."""
-    unknown = sorted(set(values) - set(SETTINGS) - {"stream"})
-    if unknown:
-        raise ServeError(400, f"unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(SETTINGS)}")
-    options: dict[str, Any] = {}
-    beams = values.get("beam_width")
-    sampling = {k: values[k] for k in ("temperature", "top_k", "top_p", "random_seed") if values.get(k) is not None}
-    if beams is not None and beams > 1:
-        options["num_beams"] = beams
-    elif values.get("temperature") == 0:
-        options["do_sample"] = False
-    elif sampling:
-        options["do_sample"] = True
-        options["top_k"] = sampling.get("top_k", 0)
-        if "temperature" in sampling:
-            options["temperature"] = sampling["temperature"]
-        if "top_p" in sampling:
-            options["top_p"] = sampling["top_p"]
-        if "random_seed" in sampling:
-            options["seed"] = sampling["random_seed"]
-    for ours, theirs in (("max_new_tokens", "max_tokens"), ("num_return_sequences", "num_return_sequences"),
-                         ("length_penalty", "length_penalty"), ("repetition_penalty", "repetition_penalty"),
-                         ("min_new_tokens", "min_length"), ("no_repeat_ngram_size", "no_repeat_ngram_size"),
-                         ("early_stopping", "early_stopping")):
-        if values.get(theirs) is not None:
-            options[ours] = values[theirs]
-    stops = values.get("stop_words")
-    if stops:
-        options["stop_strings"] = [stops] if isinstance(stops, str) else [s for s in stops if s]
-    return options
+    try:
+        return trtllm.settings_to_options(values)
+    except GenerationSettingsError as exc:
+        raise ServeError(400, str(exc)) from None
 
 
 # -- tensors ----------------------------------------------------------------------------------

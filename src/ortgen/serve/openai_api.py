@@ -202,9 +202,10 @@ def build_router(service: GenerationService) -> APIRouter:
 
     @router.get("/models", summary="The served model")
     async def models() -> dict[str, Any]:
+        architecture = service.generator.manifest.architecture
         return {"object": "list", "data": [{"id": service.model_name, "object": "model", "created": 0,
-                                            "owned_by": "ortgen", "max_model_len":
-                                                service.generator.manifest.architecture.max_positions}]}
+                                            "owned_by": "ortgen", "max_model_len": architecture.max_positions,
+                                            "vocab_size": architecture.vocab_size}]}
 
     @router.post("/chat/completions", summary="Chat completions (needs a chat template)")
     async def chat(request: Request, body: ChatRequest) -> JSONResponse:

@@ -1,4 +1,7 @@
-"""Start ``ortgen serve`` in a process of its own on a free loopback port, and always stop it."""
+"""Start ``ortgen serve`` in a process of its own on a free loopback port, and always stop it.
+
+Used by the load test (``ortgen loadtest --package``) and by the tests.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
+
+from ortgen.errors import OrtgenError
 
 READY_LINE = re.compile(r"serving (\S+) on (http://\S+) ")
 
@@ -56,11 +61,11 @@ def running_server(package: Path, *args: str, startup_timeout: float = 60.0, env
     reader.start()
     try:
         if not ready.wait(startup_timeout) or "url" not in found:
-            raise RuntimeError(f"ortgen serve did not start:\n{''.join(lines)}")
+            raise OrtgenError(f"ortgen serve did not start:\n{''.join(lines)}")
         deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"ortgen serve exited with {process.returncode}:\n{''.join(lines)}")
+                raise OrtgenError(f"ortgen serve exited with {process.returncode}:\n{''.join(lines)}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(found["url"] + "/v2/health/ready", timeout=2).status_code == 200:
                     break
