@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv || exit 1
 . .venv/bin/activate
 python -m pip install -q --upgrade pip || exit 1
-python -m pip install -q -e ".[export,bench,dev]" || exit 1
+python -m pip install -q -e ".[export,bench,serve,rag,rag-dev,dev]" || exit 1
 python -m pytest "$@"
 status=$?
 if [ "$status" -eq 5 ]; then

@@ -33,14 +33,16 @@ def _all_parsers():
 def test_every_option_has_help_that_states_its_default():
     missing = []
     for verb, parser in _all_parsers():
+        in_required_group = {id(a) for g in parser._mutually_exclusive_groups if g.required for a in g._group_actions}
         for action in _options(parser):
             name = "/".join(action.option_strings) or action.dest
             text = action.help or ""
+            required = action.required or id(action) in in_required_group
             if not text or text == argparse.SUPPRESS:
                 missing.append(f"{verb} {name}: no help")
-            elif action.option_strings and not action.required and "default" not in text:
+            elif action.option_strings and not required and "default" not in text:
                 missing.append(f"{verb} {name}: help does not state the default")
-            elif action.option_strings and action.required and "required" not in text:
+            elif action.option_strings and required and "required" not in text:
                 missing.append(f"{verb} {name}: help does not say it is required")
     assert not missing, "\n".join(missing)
 

@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from ortgen import __version__
-from ortgen.cli import (bench, convert, demo, export, generate, inspect, loadtest, random_model,
+from ortgen.cli import (bench, convert, demo, export, export_embedder, generate, inspect, loadtest, rag, random_model,
                         serve, validate)
 from ortgen.errors import OrtgenError
 
@@ -28,9 +28,11 @@ setting, requests batched together) or with those operators.
   ortgen bench --quick                     speed against transformers and CTranslate2 on this machine
   ortgen serve pkg --port 8000             HTTP: OpenAI /v1/completions, KServe v2 /v2, /metrics
   ortgen loadtest --package pkg            concurrent HTTP clients against ortgen serve
+  ortgen export-embedder ST_MODEL_DIR -o emb   sentence-transformers model -> ONNX embedder
+  ortgen rag index docs/ -o idx --embedder emb; ortgen rag search idx "question"   retrieval (Milvus)
 """
 
-VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model, serve, loadtest)
+VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model, serve, loadtest, export_embedder, rag)
 
 
 def _setup_logging(verbosity: int) -> None:
