@@ -31,28 +31,8 @@ def _early_stopping(text: str) -> bool | str:
     raise argparse.ArgumentTypeError(f"expected true, false or never, got {text!r}")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "generate",
-        help="generate text with a package",
-        description=(
-            "Generate continuations for one or more prompts (a batch). Options follow transformers' generate(): "
-            "num_beams > 1 is beam search, --do-sample (or any of temperature/top-k/top-p/seed) samples, both is "
-            "beam sampling, otherwise greedy search. ortgen's step engine runs it (transformers' semantics for every "
-            "setting, each prompt run once for all its beams); --backend graph runs ONNX Runtime's in-graph "
-            "BeamSearch / GreedySearch / Sampling operators instead (what Triton serves). "
-            "Prints which graph ran and why."
-        ),
-        epilog='example: ortgen generate pkg "Aspirin is" "Metformin is" --num-beams 4 --num-return-sequences 2',
-    )
-    p.add_argument("package", metavar="PACKAGE", type=Path, help="a package directory written by `ortgen export`")
-    p.add_argument("prompts", metavar="PROMPT", nargs="*", help="prompt text(s); several make a batch")
-    p.add_argument("--input-ids", metavar="IDS", type=token_ids, action="append",
-                   help="a prompt as comma-separated token ids (repeatable); instead of PROMPT (default: none)")
-    p.add_argument("--question", help="QA fine-tunes (e.g. BioGPT PubMedQA): the question; prints the parsed "
-                                      "answer (default: none)")
-    p.add_argument("--context", action="append",
-                   help="with --question: a context passage (repeatable; default: none)")
+def add_generation_arguments(p: argparse.ArgumentParser) -> None:
+    """The generation settings (transformers' names), shared by the verbs that generate."""
     g = p.add_argument_group("generation settings (transformers' names and semantics; unset: the package's "
                              "generation_config, else transformers' default)")
     g.add_argument("--strategy", choices=["beam", "greedy", "sample"],
@@ -86,6 +66,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: 50, as transformers)")
     g.add_argument("--top-p", type=float, help="sampling: nucleus filtering, in (0, 1] (default: 1.0, off)")
     g.add_argument("--seed", type=int, help="sampling seed: the same seed gives the same tokens (default: random)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate text with a package",
+        description=(
+            "Generate continuations for one or more prompts (a batch). Options follow transformers' generate(): "
+            "num_beams > 1 is beam search, --do-sample (or any of temperature/top-k/top-p/seed) samples, both is "
+            "beam sampling, otherwise greedy search. ortgen's step engine runs it (transformers' semantics for every "
+            "setting, each prompt run once for all its beams); --backend graph runs ONNX Runtime's in-graph "
+            "BeamSearch / GreedySearch / Sampling operators instead (what Triton serves). "
+            "Prints which graph ran and why."
+        ),
+        epilog='example: ortgen generate pkg "Aspirin is" "Metformin is" --num-beams 4 --num-return-sequences 2',
+    )
+    p.add_argument("package", metavar="PACKAGE", type=Path, help="a package directory written by `ortgen export`")
+    p.add_argument("prompts", metavar="PROMPT", nargs="*", help="prompt text(s); several make a batch")
+    p.add_argument("--input-ids", metavar="IDS", type=token_ids, action="append",
+                   help="a prompt as comma-separated token ids (repeatable); instead of PROMPT (default: none)")
+    p.add_argument("--question", help="QA fine-tunes (e.g. BioGPT PubMedQA): the question; prints the parsed "
+                                      "answer (default: none)")
+    p.add_argument("--context", action="append",
+                   help="with --question: a context passage (repeatable; default: none)")
+    add_generation_arguments(p)
     p.add_argument("--backend", choices=["auto", "graph", "engine"],
                    help="auto: ortgen's step engine (exact for every setting); graph: ONNX Runtime's in-graph "
                         "BeamSearch / GreedySearch / Sampling operators, what Triton serves (refuses what they "
@@ -130,7 +135,8 @@ def result_json(result: GenerationResult, prompts: Sequence[str] | None) -> str:
     }, indent=2)
 
 
-def _options(args: argparse.Namespace) -> dict:
+def generation_options(args: argparse.Namespace) -> dict:
+    """The generation settings given on the command line, as Generator options."""
     options = {name: getattr(args, name) for name in OPTIONS if getattr(args, name, None) is not None}
     if isinstance(options.get("eos_token_id"), list) and len(options["eos_token_id"]) == 1:
         options["eos_token_id"] = options["eos_token_id"][0]
@@ -145,7 +151,7 @@ def _run_question(args: argparse.Namespace) -> int:
     if not args.context:
         raise OrtgenError("--question needs at least one --context passage")
     generator = Generator.load(args.package, providers=args.provider)
-    answer = generator.answer(args.question, args.context, **_options(args))
+    answer = generator.answer(args.question, args.context, **generation_options(args))
     if args.json:
         print(json.dumps({"answer": answer.answer, "text": answer.text, "graph": answer.result.graph_file},
                          indent=2))
@@ -184,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.prompts) == bool(args.input_ids):
         raise OrtgenError("give either PROMPT text(s) or --input-ids, not both and not neither")
     generator = Generator.load(args.package, providers=args.provider)
-    options = _options(args)
+    options = generation_options(args)
     if args.stream:
         return _run_stream(generator, args, options)
     if args.prompts:

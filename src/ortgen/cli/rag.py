@@ -24,14 +24,16 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rag", help="index documents into Milvus and search them (dense + BM25, fused)",
+    p = sub.add_parser("rag", help="retrieval QA: index documents into Milvus, search them, answer questions",
                        description="Retrieval: index text, markdown, JSONL and PubMed (MEDLINE) files into Milvus "
-                                   "(Milvus Lite in the index directory by default, or a server with --uri) and "
-                                   "search them by dense vectors, BM25, or both fused by reciprocal rank fusion.")
+                                   "(Milvus Lite in the index directory by default, or a server with --uri), "
+                                   "search them by dense vectors, BM25, or both fused by reciprocal rank fusion, and "
+                                   "answer questions with an exported model over the passages found (rag ask).")
     verbs = p.add_subparsers(dest="rag_verb", metavar="SUBCOMMAND")
     _add_index(verbs)
     _add_delete(verbs)
     _add_search(verbs)
+    _add_ask(verbs)
     _add_info(verbs)
     _add_bench(verbs)
     p.set_defaults(run=lambda args: (p.print_help(), 2)[1])
@@ -178,6 +180,63 @@ def run_search(args: argparse.Namespace) -> int:
     for p in passages:
         title = f" {p.title}" if p.title else ""
         print(f"[{p.rank}] {p.score:.4f}  {p.doc_id}{title}  ({p.source})\n    {p.text}\n")
+    return 0
+
+
+def _add_ask(verbs: argparse._SubParsersAction) -> None:
+    from ortgen.cli.generate import add_generation_arguments
+    from ortgen.rag.retrieval import DEFAULT_K, SEARCH_MODES
+
+    p = verbs.add_parser(
+        "ask", help="answer a question: retrieve passages, then generate with a package",
+        description="Retrieve the passages that best answer QUESTION from INDEX, put them (in rank order, cut to "
+                    "fit the model's positions with the new tokens reserved; the question always whole) into the "
+                    "package's prompt format (a PubMedQA fine-tune's 'question: ... context: ...' and learned "
+                    "tokens, else the same layout), generate with the package's defaults (or the settings given), "
+                    "and print the answer with its sources. For a PubMedQA fine-tune it also prints the parsed "
+                    "yes / no / maybe.",
+        epilog='example: ortgen rag ask my-index biogpt-pubmedqa-pkg "Do statins reduce mortality in heart '
+               'failure?" -k 3')
+    p.add_argument("index", metavar="INDEX", type=Path, help="the index directory")
+    p.add_argument("package", metavar="PACKAGE", type=Path, help="a package directory written by `ortgen export`")
+    p.add_argument("question", help="the question")
+    p.add_argument("-k", type=positive_int, default=DEFAULT_K, help=f"passages to retrieve (default {DEFAULT_K})")
+    p.add_argument("--mode", choices=SEARCH_MODES, default="hybrid",
+                   help="hybrid (dense + BM25, RRF), dense or bm25 (default hybrid)")
+    p.add_argument("--doc", action="append", default=None, metavar="ID",
+                   help="only these documents (repeatable; default: all)")
+    p.add_argument("--embedder", type=Path, default=None, help="embedder directory (default: the index's own)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--token", default=None, help=_TOKEN_HELP)
+    p.add_argument("--json", action="store_true", help="print the answer and its sources as JSON (default: text)")
+    add_generation_arguments(p)
+    p.set_defaults(run=run_ask)
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    from ortgen.cli.generate import generation_options
+    from ortgen.rag.answer import RagPipeline
+    from ortgen.rag.index import Index
+    from ortgen.rag.retrieval import Filters
+    from ortgen.runtime.generator import Generator
+
+    _quiet_milvus()
+    filters = Filters(tuple(args.doc or ()))
+    with Generator.load(args.package, threads=args.threads) as generator, \
+            Index.open(args.index, embedder=args.embedder, threads=args.threads or 0, token=_token(args)) as index:
+        answer = RagPipeline(index, generator).ask(args.question, args.k, filters, args.mode,
+                                                   **generation_options(args))
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    if answer.answer is not None:
+        print(f"answer: {answer.answer}")
+    print(f"{'generated' if answer.answer is not None else 'answer'}: {answer.text}")
+    cut = " (contexts cut to fit)" if answer.prompt.truncated else ""
+    print(f"\nsources ({answer.prompt.passages_used} of {len(answer.passages)} in the prompt{cut}):")
+    for p in answer.passages:
+        title = f" {p.title}" if p.title else ""
+        print(f"[{p.rank}] {p.score:.4f}  {p.doc_id}{title}  ({p.source})\n    {p.text}")
     return 0
 
 

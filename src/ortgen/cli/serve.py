@@ -77,6 +77,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"widest beam search (default: {config.max_beam_width})")
     p.add_argument("--grace", type=float, default=config.grace_seconds,
                    help=f"after SIGTERM, seconds running requests may take to finish (default: {config.grace_seconds:g})")
+    p.add_argument("--index", type=Path, metavar="INDEX",
+                   help="a retrieval index (ortgen rag index): adds POST /v1/rag/answer, GET /v1/rag/collections "
+                        "and the question page at / (default: none)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--provider", default="cpu", help="execution provider: cpu or cuda (default: cpu)")
     p.set_defaults(run=run)
@@ -125,10 +128,22 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise OrtgenError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     host, port = sock.getsockname()[:2]
+    rag = None
+    if args.index is not None:
+        try:
+            from ortgen.rag.answer import RagPipeline
+            from ortgen.rag.index import Index
+        except ImportError as exc:
+            raise OrtgenError(f"--index needs the rag extra ({exc.name} is missing): pip install 'ortgen[rag]'") \
+                from None
+        for name_ in ("milvus_lite", "pymilvus", "faiss"):
+            logging.getLogger(name_).setLevel(logging.WARNING)
+        rag = RagPipeline(Index.open(args.index, threads=args.threads or 0), generator)
 
     def ready() -> None:
-        print(f"serving {name} on http://{host}:{port} (OpenAI: /v1, KServe v2: /v2, metrics: /metrics)"
+        print(f"serving {name} on http://{host}:{port} (OpenAI: /v1, KServe v2: /v2, metrics: /metrics"
+              f"{', retrieval QA: /v1/rag/answer and the page at /' if rag else ''})"
               f"{'; API key required' if api_key else ''}", file=sys.stderr, flush=True)
 
-    serve(service, sock, ready)
+    serve(service, sock, ready, rag)
     return 0

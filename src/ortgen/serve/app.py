@@ -35,7 +35,7 @@ from ortgen.serve.service import GenerationService, ServeError
 log = logging.getLogger("ortgen.serve")
 access_log = logging.getLogger("ortgen.serve.requests")
 
-OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/health")
+OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/health", "/")  # "/": the QA page, no data in it
 
 
 def _error(path: str, error: ServeError) -> JSONResponse:
@@ -164,12 +164,17 @@ def _round(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
 
 
-def create_app(service: GenerationService) -> FastAPI:
+def create_app(service: GenerationService, rag=None) -> FastAPI:
+    """The app for ``service``; with ``rag`` (a RagPipeline) also retrieval QA and its page."""
     app = FastAPI(title="ortgen", version=__version__,
                   description=f"{service.model_name}: OpenAI completions and KServe v2 (with the generate "
                               "extension) over ortgen's step engine. See docs/serve.md.")
     app.include_router(openai_api.build_router(service))
     app.include_router(kserve_api.build_router(service))
+    if rag is not None:
+        from ortgen.serve import rag_api
+
+        app.include_router(rag_api.build_router(service, rag))
 
     @app.get("/health", summary="Liveness (no API key needed)", tags=["health"])
     async def health() -> dict[str, str]:

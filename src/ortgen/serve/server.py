@@ -61,11 +61,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(service: GenerationService, sock: socket.socket, on_ready: Callable[[], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (then drain, see the module docstring)."""
+def serve(service: GenerationService, sock: socket.socket, on_ready: Callable[[], None] | None = None,
+          rag=None) -> None:
+    """Serve until SIGTERM/SIGINT (then drain, see the module docstring); ``rag``: a RagPipeline."""
     from ortgen.serve.app import create_app
 
-    app = create_app(service)
+    app = create_app(service, rag)
     config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5,
                             lifespan="off", timeout_keep_alive=30)
     server = DrainingServer(config, service, service.config.grace_seconds)
@@ -81,3 +82,5 @@ def serve(service: GenerationService, sock: socket.socket, on_ready: Callable[[]
         server.run(sockets=[sock])
     finally:
         service.close()
+        if rag is not None:
+            rag.index.close()
