@@ -85,6 +85,9 @@ def test_logprobs(client, server, generator):
     assert logprobs.token_logprobs == pytest.approx([r.logprob for r in ours.logprobs], abs=1e-5)
     assert all(len(top) <= 2 for top in logprobs.top_logprobs) and len(logprobs.tokens) == 6
     assert logprobs.text_offset[0] == 0
+    exact = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=6, logprobs=0,
+                                      extra_body={"return_tokens_as_token_ids": True}).choices[0].logprobs
+    assert exact.tokens == [f"token_id:{t}" for t in ours.token_ids]
 
 
 def test_streaming_with_usage(client, server, generator):
@@ -302,6 +305,12 @@ def _metric(server, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
+def _wait_for(server, name: str, value: float, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _metric(server, name) < value:
+        time.sleep(0.05)
+
+
 def test_a_client_that_disconnects_cancels_its_request(small_package):
     with running_server(small_package) as server:
         # streaming: read one event, then hang up
@@ -310,6 +319,8 @@ def test_a_client_that_disconnects_cancels_its_request(small_package):
             for line in stream.iter_lines():
                 if line.startswith("data: "):
                     break
+        _wait_for(server, "ortgen_requests_cancelled_total", 1)
+        assert _metric(server, "ortgen_requests_cancelled_total") == 1, "the streaming request was cancelled"
         # not streaming: send the request on a raw socket and close it
         host, port = server.url.removeprefix("http://").split(":")
         body = json.dumps({"model": server.model, "prompt": PROMPT, "max_tokens": 400}).encode()
@@ -319,11 +330,11 @@ def test_a_client_that_disconnects_cancels_its_request(small_package):
             deadline = time.monotonic() + 30
             while _metric(server, "vllm:num_requests_running") < 1 and time.monotonic() < deadline:
                 time.sleep(0.01)  # hang up only once it runs
+        _wait_for(server, "ortgen_requests_cancelled_total", 2)
+        assert _metric(server, "ortgen_requests_cancelled_total") == 2, "the request on the raw socket was cancelled"
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (_metric(server, "ortgen_requests_cancelled_total") < 2
-                                               or _metric(server, "vllm:num_requests_running") > 0):
+        while time.monotonic() < deadline and _metric(server, "vllm:num_requests_running") > 0:
             time.sleep(0.1)
-        assert _metric(server, "ortgen_requests_cancelled_total") == 2
         assert _metric(server, "vllm:num_requests_running") == 0
 
 

@@ -6,7 +6,8 @@ by ONNX Runtime itself:
 
     floor = prompt FLOPs / R  +  sum over steps of max(step FLOPs / R, (weight bytes + KV bytes read) / BW)
 
-with the prompt run once per input (its beams share it), FLOPs = 2 x parameters x tokens,
+with the prompt run once per input (its beams share it; the output projection only after its last
+token), FLOPs = 2 x parameters x tokens, ``R`` the best rate over the matrix shapes a step uses,
 and the keys and values a step must read: each input's prompt once, plus every beam's own
 generated tokens. Rates are the best of several runs. It is a lower bound for any
 implementation of the workload on this machine (attention FLOPs, small next to the matrix
@@ -58,14 +59,24 @@ def measure_rates(quick: bool = False, device: str = "cpu") -> MachineRates:
 
     providers = resolve_providers(device)
     rng = np.random.default_rng(0)
-    M, K, N = (128, 512, 1024) if quick else (512, 1024, 4096)
+    # the best of the shapes a decoder step multiplies (a batched decode step, a prefill chunk, a
+    # long prompt; the up and down projections): the floor must not rest on one unlucky shape
+    shapes = [(128, 512, 1024)] if quick else [(80, 1024, 4096), (256, 1024, 4096), (512, 1024, 4096),
+                                              (256, 4096, 1024)]
+    gflops = 0.0
+    for M, K, N in shapes:
+        w = rng.standard_normal((K, N), dtype=np.float32) * 0.02
+        x = rng.standard_normal((M, K), dtype=np.float32)
+        x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])
+        y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])
+        gemm = _session([helper.make_node("MatMul", ["x", "w"], ["y"])], [x_info], [y_info],
+                        [numpy_helper.from_array(w, "w")], providers)
+        gflops = max(gflops, 2 * M * K * N / _best_time(lambda: gemm.run(None, {"x": x}), 20) / 1e9)
+    M, K, N = shapes[-2] if not quick else shapes[0]
     w = rng.standard_normal((K, N), dtype=np.float32) * 0.02
     x = rng.standard_normal((M, K), dtype=np.float32)
     x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])
     y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])
-    gemm = _session([helper.make_node("MatMul", ["x", "w"], ["y"])], [x_info], [y_info],
-                    [numpy_helper.from_array(w, "w")], providers)
-    gflops = 2 * M * K * N / _best_time(lambda: gemm.run(None, {"x": x}), 10) / 1e9
 
     from ortgen.export.quantize import QuantConfig, quantize_blockwise
 
@@ -97,6 +108,11 @@ class ModelCost:
     parameters: int  # multiplied per token (embedding gathers excluded, output projection included)
     weight_bytes: int  # read per decoding step
     kv_bytes_per_position: int  # per row: 2 (K, V) x layers x hidden x 4 bytes
+    head_parameters: int = 0  # the output projection's share of ``parameters``: a prompt needs it once
+
+    def prompt_flops(self, tokens: int, prompts: int) -> float:
+        """Every prompt token through the layers; the output projection only after each prompt's last."""
+        return 2.0 * ((self.parameters - self.head_parameters) * tokens + self.head_parameters * prompts)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -105,7 +121,7 @@ class ModelCost:
 def floor_seconds(w: Workload, cost: ModelCost, rates: MachineRates, int8: bool) -> float:
     rate = (rates.int8_gflops if int8 else rates.matmul_gflops) * 1e9
     bandwidth = rates.bandwidth_gbs * 1e9
-    seconds = 2 * cost.parameters * w.prompt_tokens * w.batch / rate  # prompt once per input
+    seconds = cost.prompt_flops(w.prompt_tokens * w.batch, w.batch) / rate  # prompt once per input
     rows = w.batch * w.num_beams
     for step in range(w.new_tokens):
         flops = 2 * cost.parameters * rows
@@ -124,5 +140,6 @@ def model_cost(package_dir) -> ModelCost:
     multiplied = a.parameters - gathered + a.vocab_size * a.hidden_size  # the tied head multiplies the table
     block = m.quantization.block_size if m.quantization else 32
     per_weight = {"float32": 4.0, "int8": 1.0 + 4 / block, "int4": 0.5 + 4 / block}[m.weights_dtype]
-    return ModelCost(int(multiplied), int(multiplied * per_weight), 2 * a.num_layers * a.hidden_size * 4)
+    head = a.vocab_size * a.hidden_size
+    return ModelCost(int(multiplied), int(multiplied * per_weight), 2 * a.num_layers * a.hidden_size * 4, int(head))
 

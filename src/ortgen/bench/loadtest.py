@@ -39,7 +39,9 @@ class LoadSettings:
 
     def body(self, model: str, prompt: list[int]) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": self.max_tokens,
-                                "min_tokens": self.max_tokens, "stream": True, "stream_options": {"include_usage": True}}
+                                "min_tokens": self.max_tokens, "stream": True, "stream_options": {"include_usage": True},
+                                # the token ids come back too: responses compare exactly, whatever the tokenizer
+                                "logprobs": 0, "return_tokens_as_token_ids": True}
         if self.beam_width > 1:
             body.update(use_beam_search=True, best_of=self.beam_width)
         else:
@@ -65,12 +67,20 @@ class LevelResult:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
+async def openai_completion(client, url: str, headers: dict[str, str], settings: LoadSettings, model: str,
+                            prompt: list[int] | str) -> tuple[int, str, float | None, int]:
+    """One request of the load (the default protocol; ortgen.triton.loadtest has Triton's generate_stream)."""
+    return await _completion(client, url, headers, settings.body(model, prompt))
+
+
 async def _completion(client, url: str, headers: dict[str, str], body: dict[str, Any]
                       ) -> tuple[int, str, float | None, int]:
-    """(status, text, seconds to the first text, completion tokens) of one streamed completion."""
+    """(status, output, seconds to the first token, completion tokens) of one streamed completion; the
+    output is the text and, when the server returns them, the token ids."""
     started = time.perf_counter()
     first = None
     text, tokens = "", 0
+    ids: list[str] = []
     async with client.stream("POST", url + "/v1/completions", json=body, headers=headers) as response:
         if response.status_code != 200:
             await response.aread()
@@ -82,12 +92,21 @@ async def _completion(client, url: str, headers: dict[str, str], body: dict[str,
             if "error" in chunk:
                 return 500, "", None, 0
             for choice in chunk.get("choices", []):
-                if choice.get("text") and first is None:
+                new = (choice.get("logprobs") or {}).get("tokens") or []
+                if (choice.get("text") or new) and first is None:
                     first = time.perf_counter() - started
                 text += choice.get("text", "")
+                ids += new
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
-    return 200, text, first, tokens
+    return 200, text + ("\x00" + " ".join(ids) if ids else ""), first, tokens
+
+
+def _same(output: str, reference: str) -> bool:
+    """Outputs agree: text and token ids when both carry ids (OpenAI with token ids), else the text."""
+    if ("\x00" in output) == ("\x00" in reference):
+        return output == reference
+    return output.split("\x00")[0] == reference.split("\x00")[0]
 
 
 def make_prompts(vocab_size: int, settings: LoadSettings, first_token: int | None = 2, seed: int = 0
@@ -102,23 +121,23 @@ def make_prompts(vocab_size: int, settings: LoadSettings, first_token: int | Non
     return prompts
 
 
-async def references(url: str, model: str, headers: dict[str, str], prompts: list[list[int]],
-                     settings: LoadSettings) -> list[str]:
+async def references(url: str, model: str, headers: dict[str, str], prompts: list,
+                     settings: LoadSettings, send=openai_completion) -> list[str]:
     """Each prompt sent alone: the texts every response under load must equal."""
     import httpx
 
     async with httpx.AsyncClient(timeout=settings.drain) as client:
         out = []
         for prompt in prompts:
-            status, text, _, _ = await _completion(client, url, headers, settings.body(model, prompt))
+            status, text, _, _ = await send(client, url, headers, settings, model, prompt)
             if status != 200:
                 raise RuntimeError(f"the reference request failed with HTTP {status}")
             out.append(text)
         return out
 
 
-async def run_level(url: str, model: str, headers: dict[str, str], prompts: list[list[int]], expected: list[str],
-                    concurrency: int, settings: LoadSettings, server: str) -> LevelResult:
+async def run_level(url: str, model: str, headers: dict[str, str], prompts: list, expected: list[str],
+                    concurrency: int, settings: LoadSettings, server: str, send=openai_completion) -> LevelResult:
     import httpx
 
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
@@ -136,7 +155,7 @@ async def run_level(url: str, model: str, headers: dict[str, str], prompts: list
             i = next(counter) % len(prompts)
             began = time.perf_counter()
             try:
-                status, text, first, generated = await _completion(client, url, headers, settings.body(model, prompts[i]))
+                status, text, first, generated = await send(client, url, headers, settings, model, prompts[i])
             except Exception:  # noqa: BLE001 - a transport error is counted, not fatal
                 errors += 1
                 continue
@@ -150,7 +169,7 @@ async def run_level(url: str, model: str, headers: dict[str, str], prompts: list
             if first is not None:
                 firsts.append(first)
             tokens += generated
-            mismatches += text != expected[i]
+            mismatches += not _same(text, expected[i])
 
     async with httpx.AsyncClient(timeout=settings.drain + settings.duration, limits=limits) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
@@ -171,7 +190,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"Load test of `ortgen serve` ({result['model']}): {s['prompt_tokens']}-token prompts -> "
              f"{s['max_tokens']} new tokens, {'beam ' + str(s['beam_width']) if s['beam_width'] > 1 else 'greedy'}, "
              f"{s['prompts']} distinct prompts, each level {s['duration']:g} s of requests back to back per client "
-             f"(streamed OpenAI completions). {result['machine']}.", "",
+             f"(streamed OpenAI completions{'; Triton: streamed generate' if result.get('prompts') else ''}). "
+             f"{result['machine']}."
+             + (f" Prompts: {result['prompts']}." if result.get("prompts") else ""), "",
              "| server | clients | requests | requests/s | tokens/s | first token p50 s | latency p50 s | "
              "latency p99 s | 429 | 5xx | differ from alone |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -229,16 +250,18 @@ def write(result: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 async def load_test(url: str, model: str, headers: dict[str, str], vocab_size: int, levels: Sequence[int],
-                    settings: LoadSettings, server: str, expected: list[str] | None = None
-                    ) -> tuple[list[LevelResult], list[str]]:
-    prompts = make_prompts(vocab_size, settings)
+                    settings: LoadSettings, server: str, expected: list[str] | None = None,
+                    send=openai_completion, prompts: list | None = None) -> tuple[list[LevelResult], list[str]]:
+    """``send``: one request of the protocol (OpenAI completions by default); ``prompts``: token-id lists or
+    texts (default: random token ids, make_prompts)."""
+    prompts = prompts if prompts is not None else make_prompts(vocab_size, settings)
     if expected is None:
         log.info("%s: sending each of %d prompts alone (the reference texts)", server, len(prompts))
-        expected = await references(url, model, headers, prompts, settings)
+        expected = await references(url, model, headers, prompts, settings, send)
     results = []
     for level in levels:
         log.info("%s: %d concurrent clients for %gs", server, level, settings.duration)
-        result = await run_level(url, model, headers, prompts, expected, level, settings, server)
+        result = await run_level(url, model, headers, prompts, expected, level, settings, server, send)
         log.info("%s at %d: %.3f requests/s, p50 %s s, %d x 5xx, %d differ", server, level,
                  result.requests_per_second, result.latency_p50, result.status_5xx, result.mismatches)
         results.append(result)

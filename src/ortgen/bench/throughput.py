@@ -194,7 +194,7 @@ def batched_floor(w: ThroughputWorkload, cost: ModelCost, rates: MachineRates, i
     """All requests decoding together (see the module docstring)."""
     rate = (rates.int8_gflops if int8 else rates.matmul_gflops) * 1e9
     bandwidth = rates.bandwidth_gbs * 1e9
-    seconds = 2 * cost.parameters * w.prompt_tokens * w.requests / rate
+    seconds = cost.prompt_flops(w.prompt_tokens * w.requests, w.requests) / rate
     rows = w.requests * w.num_beams
     for step in range(w.new_tokens - 1):
         kv = cost.kv_bytes_per_position * w.requests * (w.prompt_tokens + step * w.num_beams)

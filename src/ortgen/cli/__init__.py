@@ -10,7 +10,7 @@ from typing import Sequence
 
 from ortgen import __version__
 from ortgen.cli import (bench, convert, demo, export, export_embedder, generate, inspect, loadtest, rag, random_model,
-                        serve, validate)
+                        serve, triton, triton_env, validate)
 from ortgen.errors import OrtgenError
 
 DESCRIPTION = """\
@@ -19,7 +19,7 @@ them with beam search, greedy search and sampling inside ONNX Runtime's generati
 (what Triton serves), and generate with ortgen's step engine (transformers' semantics for every
 setting, requests batched together) or with those operators.
 
-  ortgen demo                              build a small random BioGPT, export it, generate
+  ortgen demo                              the whole path on a small random BioGPT (no download)
   ortgen export microsoft/biogpt -o pkg    checkpoint -> package directory
   ortgen inspect pkg                       what a package holds
   ortgen generate pkg "Aspirin is" --num-beams 5 --max-new-tokens 40
@@ -28,11 +28,14 @@ setting, requests batched together) or with those operators.
   ortgen bench --quick                     speed against transformers and CTranslate2 on this machine
   ortgen serve pkg --port 8000             HTTP: OpenAI /v1/completions, KServe v2 /v2, /metrics
   ortgen loadtest --package pkg            concurrent HTTP clients against ortgen serve
+  ortgen triton pkg -o repo                Triton model repository (python backend or onnxruntime ensemble)
   ortgen export-embedder ST_MODEL_DIR -o emb   sentence-transformers model -> ONNX embedder
-  ortgen rag index docs/ -o idx --embedder emb; ortgen rag search idx "question"   retrieval (Milvus)
+  ortgen rag index docs/ -o idx --embedder emb   documents -> Milvus (dense + BM25)
+  ortgen rag ask idx pkg "question"        retrieve, answer with the package, show the sources
 """
 
-VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model, serve, loadtest, export_embedder, rag)
+VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model, serve, loadtest, triton, triton_env,
+         export_embedder, rag)
 
 
 def _setup_logging(verbosity: int) -> None:

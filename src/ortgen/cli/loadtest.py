@@ -43,10 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "--out bench-results/serve",
     )
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (one of --url or --package "
-                                      "is required)")
-    target.add_argument("--package", type=Path, help="start `ortgen serve PACKAGE` here on loopback (one of --url "
-                                                     "or --package is required)")
+    target.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: none; one of --url or "
+                                      "--package is required)")
+    target.add_argument("--package", type=Path, help="start `ortgen serve PACKAGE` here on loopback (default: none; "
+                                                     "one of --url or --package is required)")
     p.add_argument("--api-key", help="the server's API key (default: $ORTGEN_API_KEY, else none)")
     p.add_argument("--concurrency", type=_levels, default=[1, 4, 16, 32],
                    help="client counts, one level each (default: 1,4,16,32)")
@@ -64,6 +64,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"distinct prompts, cycled (default: {d.prompts})")
     p.add_argument("--server-args", default="",
                    help="with --package: extra `ortgen serve` options, e.g. '--threads 2' (default: none)")
+    p.add_argument("--triton-env", type=Path, metavar="DIR",
+                   help="with --package: also load-test Triton serving the package's `ortgen triton --backend python` "
+                        "repository, from the environment built by `ortgen triton-env DIR`, at the --concurrency "
+                        "levels (generate_stream); every server then gets the same text prompts (default: off)")
     p.add_argument("--out", type=Path, default=Path("bench-work/loadtest"),
                    help="where loadtest.json/.md/.png go (default: ./bench-work/loadtest)")
     p.set_defaults(run=run)
@@ -90,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.duration <= 0:
         raise OrtgenError(f"--duration must be > 0, got {args.duration}")
+    if args.triton_env and not args.package:
+        raise OrtgenError("--triton-env needs --package (the Triton repository is written for that package)")
     settings = LoadSettings(prompt_tokens=args.prompt_tokens, max_tokens=args.max_tokens, beam_width=args.beam_width,
                             prompts=args.prompts, duration=args.duration)
     key = args.api_key or os.environ.get("ORTGEN_API_KEY")
@@ -108,15 +114,27 @@ def run(args: argparse.Namespace) -> int:
 
         extra = shlex.split(args.server_args)
         env = {"ORTGEN_API_KEY": key} if key else None
+        prompts = None
+        if args.triton_env:  # Triton's models take text: every server gets the same text prompts
+            from ortgen.triton.loadtest import text_prompts
+
+            prompts, mean_tokens = text_prompts(args.package, settings)
+            prompt_note = f"text prompts ({mean_tokens:.1f} tokens on average)"
         with running_server(args.package, *extra, env=env) as server:
             model = _model(httpx, server.url, headers)
             results, expected = asyncio.run(load_test(server.url, model["id"], headers, model["vocab_size"],
-                                                      args.concurrency, settings, "ortgen serve"))
+                                                      args.concurrency, settings, "ortgen serve", prompts=prompts))
         levels += as_dicts(results)
         with running_server(args.package, *extra, "--max-running", "1", env=env) as server:
             single, _ = asyncio.run(load_test(server.url, model["id"], headers, model["vocab_size"],
-                                              args.compare_at, settings, "--max-running 1", expected))
+                                              args.compare_at, settings, "--max-running 1", expected, prompts=prompts))
         levels += as_dicts(single)
+        if args.triton_env:
+            from ortgen.triton.loadtest import triton_levels
+
+            threads = next((int(extra[i + 1]) for i, a in enumerate(extra[:-1]) if a == "--threads"), None)
+            levels += triton_levels(args.package, args.triton_env, args.concurrency, settings, prompts, expected,
+                                    threads)
         for one in single:
             mine = next((r for r in results if r.concurrency == one.concurrency), None)
             if mine is not None and one.requests_per_second:
@@ -128,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     result = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": _machine(),
               "model": model["id"], "settings": settings.__dict__, "levels": levels, "comparisons": comparisons,
               "seconds": round(time.time() - started, 1)}
+    if args.url is None and args.triton_env:
+        result["prompts"] = prompt_note
     write(result, args.out)
     print(markdown(result))
     return 0

@@ -277,7 +277,7 @@ async def _submit_generate(service: GenerationService, body: GenerateRequest, re
 async def _events(service: GenerationService, handle, request: Request) -> AsyncIterator[bytes]:
     tokens = 0
     try:
-        async for delta in service.stream(handle):
+        async for delta in service.stream(handle, request.is_disconnected):
             tokens += len(delta.token_ids)
             if delta.text or delta.finished:
                 payload = {"model_name": service.model_name, "model_version": MODEL_VERSION,

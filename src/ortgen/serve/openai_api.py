@@ -59,6 +59,8 @@ class CompletionRequest(_Strict):
     seed: int | None = Field(None, ge=0)
     echo: bool = Field(False, description="return the prompt in front of the text")
     logprobs: int | None = Field(None, ge=0, le=20, description="log-probabilities of the chosen and the top N tokens")
+    return_tokens_as_token_ids: bool = Field(False, description="logprobs name tokens 'token_id:N' (vLLM's "
+                                                                "extension): exact, whatever the tokenizer")
     user: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -153,8 +155,9 @@ def _finish_reason(stop_reason: str) -> str:
 class _Choice:
     """One choice's text as it is produced: stop strings cut, echo prepended, logprobs formatted."""
 
-    def __init__(self, service: GenerationService, index: int, prompt_text: str, echo: bool, stops: list[str]):
-        self.service, self.index, self.stops = service, index, stops
+    def __init__(self, service: GenerationService, index: int, prompt_text: str, echo: bool, stops: list[str],
+                 token_ids: bool = False):
+        self.service, self.index, self.stops, self.token_ids = service, index, stops, token_ids
         self.prefix = prompt_text if echo else ""
         self.hold = max((len(s) for s in stops), default=1) - 1  # a stop string may still complete here
         self.emitted = ""
@@ -169,13 +172,19 @@ class _Choice:
         if records is None:
             return None
         tok = self.service.generator.tokenizer
-        names = [tok.decode([t], skip_special_tokens=False) if tok else str(t) for t in tokens]
+
+        def surface(t: int) -> str:
+            return tok.decode([t], skip_special_tokens=False) if tok else f"token_id:{t}"
+
+        def label(t: int) -> str:
+            return f"token_id:{t}" if self.token_ids else surface(t)
+
+        names = [label(t) for t in tokens]
         offsets = []
-        for name in names:
+        for token in tokens:
             offsets.append(self.offset)
-            self.offset += len(name)
-        top = [{(tok.decode([t], skip_special_tokens=False) if tok else str(t)): lp for t, lp in r.top}
-               for r in records]
+            self.offset += len(surface(token))
+        top = [{label(t): lp for t, lp in r.top} for r in records]
         return {"tokens": names, "token_logprobs": [r.logprob for r in records], "top_logprobs": top,
                 "text_offset": offsets}
 
@@ -242,7 +251,8 @@ def build_router(service: GenerationService) -> APIRouter:
         completion_tokens = 0
         for p, (output, prompt_text) in enumerate(zip(outputs, texts)):
             for j, sequence in enumerate(output.sequences):
-                choice = _Choice(service, p * body.n + j, prompt_text, body.echo, stops)
+                choice = _Choice(service, p * body.n + j, prompt_text, body.echo, stops,
+                                 body.return_tokens_as_token_ids)
                 text, cut = choice.text_of(sequence.text or "")
                 completion_tokens += len(sequence.token_ids)
                 choices.append({"index": choice.index, "text": choice.prefix + text,
@@ -272,7 +282,7 @@ async def _stream(service: GenerationService, request: Request, body: Completion
 
     async def pump(p: int, handle) -> None:
         try:
-            async for delta in service.stream(handle):
+            async for delta in service.stream(handle, request.is_disconnected):
                 await queue.put((p, delta))
             await queue.put((p, None))
         except Exception as exc:  # delivered in the stream
@@ -288,7 +298,8 @@ async def _stream(service: GenerationService, request: Request, body: Completion
         if body.echo:
             for p, text in enumerate(texts):
                 for j in range(body.n):
-                    choice = choices.setdefault(p * body.n + j, _Choice(service, p * body.n + j, text, True, stops))
+                    choice = choices.setdefault(p * body.n + j, _Choice(service, p * body.n + j, text, True, stops,
+                                                                        body.return_tokens_as_token_ids))
                     yield chunk({**base, "choices": [{"index": choice.index, "text": choice.prefix, "logprobs": None,
                                                       "finish_reason": None}]})
         open_handles = len(handles)
@@ -303,7 +314,8 @@ async def _stream(service: GenerationService, request: Request, body: Completion
                 open_handles -= 1
                 continue
             index = p * body.n + item.index
-            choice = choices.setdefault(index, _Choice(service, index, texts[p], body.echo, stops))
+            choice = choices.setdefault(index, _Choice(service, index, texts[p], body.echo, stops,
+                                                       body.return_tokens_as_token_ids))
             text = choice.delta(item.text, item.finished)
             completion_tokens += len(item.token_ids)
             finish = None

@@ -99,7 +99,7 @@ async def _events(service: GenerationService, pipeline: RagPipeline, handle, res
                  "prompt": {"tokens": len(result.prompt.ids), "passages_used": result.prompt.passages_used,
                             "truncated": result.prompt.truncated}})
     try:
-        async for delta in service.stream(handle):
+        async for delta in service.stream(handle, request.is_disconnected):
             if delta.index == 0 and delta.text:
                 yield event({"type": "delta", "text": delta.text})
     except ServeError as error:

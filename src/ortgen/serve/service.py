@@ -160,30 +160,45 @@ class GenerationService:
                 if task is not None and not task.done():
                     task.cancel()
 
-    async def stream(self, handle: RequestHandle) -> AsyncIterator[Delta]:
-        """The handle's deltas within the request timeout; cancelled when the consumer stops early
-        (a client that disconnects stops the response's iteration)."""
+    async def stream(self, handle: RequestHandle, disconnected: Callable[[], Awaitable[bool]] | None = None
+                     ) -> AsyncIterator[Delta]:
+        """The handle's deltas within the request timeout. The request is cancelled when the client goes
+        away (``disconnected``: uvicorn drops writes to a closed connection silently, so a stream must
+        watch for it) or when the consumer stops early."""
         deadline = time.monotonic() + self._remaining(handle)
         iterator = handle.__aiter__()
+        watcher = asyncio.ensure_future(self._watch(disconnected)) if disconnected is not None else None
+        pending: asyncio.Future | None = None
         try:
             while True:
-                try:
-                    delta = await asyncio.wait_for(iterator.__anext__(), max(deadline - time.monotonic(), 0.001))
-                except StopAsyncIteration:
-                    break
-                except asyncio.TimeoutError:
-                    raise ServeError(504, f"the request did not finish within {self.config.request_timeout:g} s "
-                                          "(request timeout); it was cancelled", "timeout") from None
-                yield delta
+                pending = asyncio.ensure_future(iterator.__anext__())
+                waiting = [pending] + ([watcher] if watcher is not None else [])
+                done, _ = await asyncio.wait(waiting, timeout=max(deadline - time.monotonic(), 0.001),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if pending in done:
+                    try:
+                        delta = pending.result()
+                    except StopAsyncIteration:
+                        break
+                    pending = None
+                    yield delta
+                    continue
+                if watcher is not None and watcher in done:
+                    return  # the client is gone: the finally below cancels the request
+                raise ServeError(504, f"the request did not finish within {self.config.request_timeout:g} s "
+                                      "(request timeout); it was cancelled", "timeout")
             self.metrics.finished(handle)
+        except ServeError:
+            raise
         except Exception as exc:
             raise serve_error(exc) from exc
         finally:
+            for task in (pending, watcher):
+                if task is not None and not task.done():
+                    task.cancel()
             if not handle.done:
                 handle.cancel()
                 self.metrics.cancelled()
-            with contextlib.suppress(Exception):
-                await iterator.aclose()  # type: ignore[attr-defined]
 
     async def _await(self, handle: RequestHandle) -> RequestOutput:
         try:
