@@ -4,8 +4,8 @@ ONNX Runtime's BeamSearch / GreedySearch / Sampling operators are fast and self-
 (one call per request, what Triton serves), but their semantics equal transformers' only
 for some settings (docs/ort-vs-transformers.md), and they run each prompt once per beam. The step
 engine equals transformers for every setting and was faster on every workload of ``ortgen bench``
-(docs/benchmarks.md), so ``auto`` runs every request on it, and in-graph only for packages without
-it (head_dim not a multiple of 8) where the operators equal transformers. ``graph`` and ``engine``
+(docs/benchmarks.md), so ``auto`` runs every request on it, and in-graph only for packages exported
+by an older ortgen without it, where the operators equal transformers. ``graph`` and ``engine``
 force a backend (``graph`` refuses what the operators cannot express, and says when their result
 may differ).
 """
