@@ -82,21 +82,9 @@ class _Zoo:
             self._trained[arch] = (model, train_on_demo_corpus(model))
         return self._trained[arch]
 
-    def trained_package(self, arch: str) -> Path:
-        """The trained ``arch`` model exported with float32 weights (generates words, like a real LM)."""
-        from ortgen.export.package import ExportOptions, export_package
-
-        key = ("trained", arch, "float32")
-        if key not in self._packages:
-            model, _ = self.trained(arch)
-            out = self.root / "packages" / f"{arch}-trained"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            export_package(str(model.directory), out, ExportOptions(show_progress=False))
-            self._packages[key] = out
-        return self._packages[key]
-
-    def quantized_package(self, arch: str, weights: str) -> Path:
-        """The trained ``arch`` model exported with ``weights`` (int8, int4)."""
+    def trained_package(self, arch: str, weights: str = "float32") -> Path:
+        """The trained ``arch`` model (generates words, like a real LM) exported with ``weights``
+        (float32, int8, int4)."""
         from ortgen.export.package import ExportOptions, export_package
         from ortgen.export.quantize import QuantConfig
 
@@ -105,8 +93,8 @@ class _Zoo:
             model, _ = self.trained(arch)
             out = self.root / "packages" / f"{arch}-trained-{weights}"
             out.parent.mkdir(parents=True, exist_ok=True)
-            export_package(str(model.directory), out,
-                           ExportOptions(show_progress=False, quantize=QuantConfig.parse(weights)))
+            quantize = None if weights == "float32" else QuantConfig.parse(weights)
+            export_package(str(model.directory), out, ExportOptions(show_progress=False, quantize=quantize))
             self._packages[key] = out
         return self._packages[key]
 
@@ -116,25 +104,24 @@ def zoo(tmp_path_factory) -> _Zoo:
     return _Zoo(tmp_path_factory.mktemp("zoo"))
 
 
-@pytest.fixture(scope="session")
-def demo_package(tmp_path_factory) -> Path:
-    """The embedded demo BioGPT (random weights, demo tokenizer), exported: built without torch."""
+def _random_biogpt_package(tmp_path_factory, size: str) -> Path:
+    """ortgen's own random BioGPT of ``size`` (demo tokenizer), exported: built without torch."""
     from ortgen.demo.models import build_random_biogpt
     from ortgen.export.package import ExportOptions, export_package
 
-    root = tmp_path_factory.mktemp("demo")
-    build_random_biogpt(root / "hf", "demo")
-    export_package(str(root / "hf"), root / "demo-biogpt", ExportOptions(show_progress=False))
-    return root / "demo-biogpt"
+    root = tmp_path_factory.mktemp(size)
+    build_random_biogpt(root / "hf", size)
+    export_package(str(root / "hf"), root / f"{size}-biogpt", ExportOptions(show_progress=False))
+    return root / f"{size}-biogpt"
+
+
+@pytest.fixture(scope="session")
+def demo_package(tmp_path_factory) -> Path:
+    """The embedded demo BioGPT (random weights, demo tokenizer), exported."""
+    return _random_biogpt_package(tmp_path_factory, "demo")
 
 
 @pytest.fixture(scope="session")
 def small_package(tmp_path_factory) -> Path:
     """A 20M-parameter random BioGPT: steps take milliseconds, so tests can act while a request runs."""
-    from ortgen.demo.models import build_random_biogpt
-    from ortgen.export.package import ExportOptions, export_package
-
-    root = tmp_path_factory.mktemp("small")
-    build_random_biogpt(root / "hf", "small")
-    export_package(str(root / "hf"), root / "small-biogpt", ExportOptions(show_progress=False))
-    return root / "small-biogpt"
+    return _random_biogpt_package(tmp_path_factory, "small")

@@ -31,7 +31,7 @@ def corpus_prompts(lines: list[list[int]]) -> list[list[int]]:
 
 def measure(zoo, arch: str, weights: str):
     model, lines = zoo.trained(arch)
-    generator = Generator.load(zoo.quantized_package(arch, weights), max_sessions=1)
+    generator = Generator.load(zoo.trained_package(arch, weights), max_sessions=1)
     quality = check_quantization(generator, Reference.load(str(model.directory)), batches_of(corpus_prompts(lines)),
                                  new_tokens=20)
     # the numbers of docs/quantization.md (pytest -s shows them)
@@ -60,7 +60,7 @@ def test_int4_holds_the_stated_tolerances(zoo, arch):
 
 def test_int8_weights_are_smaller_and_generate_on_both_backends(zoo):
     fp32 = zoo.package("biogpt")
-    int8 = zoo.quantized_package("biogpt", "int8")
+    int8 = zoo.trained_package("biogpt", "int8")
     assert Manifest.load(int8).weights_dtype == "int8"
     generator = Generator.load(int8)
     model, lines = zoo.trained("biogpt")
@@ -75,7 +75,7 @@ def test_int8_weights_are_smaller_and_generate_on_both_backends(zoo):
 def test_the_check_fails_when_the_package_is_not_the_reference(zoo):
     """Against a different float32 model (same vocabulary, other weights) the check must fail."""
     trained, lines = zoo.trained("biogpt")
-    generator = Generator.load(zoo.quantized_package("biogpt", "int8"), max_sessions=1)
+    generator = Generator.load(zoo.trained_package("biogpt", "int8"), max_sessions=1)
     other = Reference.load(str(zoo.model("biogpt").directory))  # the untrained model
     quality = check_quantization(generator, other, batches_of(corpus_prompts(lines)), new_tokens=20)
     assert quality.status == FAIL
@@ -86,7 +86,7 @@ def test_the_check_fails_when_the_package_is_not_the_reference(zoo):
 def test_validate_cli_reports_quality_for_quantized_packages(zoo, tmp_path, capsys):
     model, _ = zoo.trained("gpt2")
     out = tmp_path / "report.json"
-    code = main(["validate", str(zoo.quantized_package("gpt2", "int8")), "--reference", str(model.directory),
+    code = main(["validate", str(zoo.trained_package("gpt2", "int8")), "--reference", str(model.directory),
                  "--json", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed

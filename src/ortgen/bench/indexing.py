@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import random
 import sys
 import shutil
@@ -30,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ortgen.bench.report import cpu_name
 from ortgen.errors import OrtgenError
 
 log = logging.getLogger(__name__)
@@ -83,14 +83,7 @@ def _machine() -> dict[str, Any]:
     import sentence_transformers
     import torch
 
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name("?")
     versions = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                 "sentence_transformers": sentence_transformers.__version__}
     for name in ("pymilvus", "milvus_lite"):

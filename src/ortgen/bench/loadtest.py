@@ -25,6 +25,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ortgen.bench.report import write_outputs
+from ortgen.bench.workloads import random_prompts
+
 log = logging.getLogger(__name__)
 
 
@@ -111,14 +114,7 @@ def _same(output: str, reference: str) -> bool:
 
 def make_prompts(vocab_size: int, settings: LoadSettings, first_token: int | None = 2, seed: int = 0
                  ) -> list[list[int]]:
-    rng = np.random.default_rng(seed)
-    prompts = []
-    for _ in range(settings.prompts):
-        ids = [int(t) for t in rng.integers(4, vocab_size, size=settings.prompt_tokens)]
-        if first_token is not None:
-            ids[0] = first_token
-        prompts.append(ids)
-    return prompts
+    return random_prompts(settings.prompts, settings.prompt_tokens, vocab_size, first_token, seed)
 
 
 async def references(url: str, model: str, headers: dict[str, str], prompts: list,
@@ -240,13 +236,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 
 def write(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = [out_dir / "loadtest.json", out_dir / "loadtest.md"]
-    files[0].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    files[1].write_text(markdown(result), encoding="utf-8")
-    if plot(result, out_dir / "loadtest.png"):
-        files.append(out_dir / "loadtest.png")
-    return files
+    return write_outputs(result, out_dir, "loadtest", markdown, plot)
 
 
 async def load_test(url: str, model: str, headers: dict[str, str], vocab_size: int, levels: Sequence[int],

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,28 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def write(result: dict[str, Any], out_dir: Path) -> list[Path]:
+def cpu_name(fallback: str = "unknown CPU") -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), for the reports' machine line."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or fallback
+
+
+def write_outputs(result: dict[str, Any], out_dir: Path, stem: str, render: Callable[[dict[str, Any]], str],
+                  draw: Callable[[dict[str, Any], Path], bool]) -> list[Path]:
+    """STEM.json (everything), STEM.md (``render``), STEM.png (``draw``, when matplotlib is there)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = [out_dir / "bench.json", out_dir / "bench.md"]
+    files = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
     files[0].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    files[1].write_text(markdown(result), encoding="utf-8")
-    if plot(result, out_dir / "bench.png"):
-        files.append(out_dir / "bench.png")
+    files[1].write_text(render(result), encoding="utf-8")
+    if draw(result, out_dir / f"{stem}.png"):
+        files.append(out_dir / f"{stem}.png")
     return files
+
+
+def write(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    return write_outputs(result, out_dir, "bench", markdown, plot)

@@ -24,12 +24,8 @@ ALL_SYSTEMS = ("transformers", "ortgen-graph", "ortgen-engine", "ctranslate2")
 
 
 def _machine(device: str) -> dict:
-    cpu = platform.processor() or "unknown CPU"
+    cpu = report.cpu_name()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
         memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1e6
     except OSError:
         memory = 0.0

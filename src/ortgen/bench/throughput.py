@@ -30,6 +30,7 @@ import numpy as np
 
 from ortgen.bench.floor import MachineRates, ModelCost, model_cost
 from ortgen.bench.models import BenchModel
+from ortgen.bench.workloads import random_prompts
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,7 @@ class ThroughputWorkload:
     description: str
 
     def prompts(self, vocab_size: int, first_token: int | None, seed: int = 0) -> list[list[int]]:
-        rng = np.random.default_rng(seed)
-        out = []
-        for _ in range(self.requests):
-            body = [int(t) for t in rng.integers(4, vocab_size, size=self.prompt_tokens)]
-            if first_token is not None:
-                body[0] = first_token
-            out.append(body)
-        return out
+        return random_prompts(self.requests, self.prompt_tokens, vocab_size, first_token, seed)
 
     def arrivals(self, seed: int = 0) -> list[float]:
         """Seconds after the start at which each request arrives."""

@@ -8,6 +8,20 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def random_prompts(count: int, length: int, vocab_size: int, first_token: int | None, seed: int = 0
+                   ) -> list[list[int]]:
+    """``count`` random prompts of exactly ``length`` token ids >= 4 (no special tokens), the first
+    replaced by ``first_token`` when given (BioGPT and OPT prompts start with </s>)."""
+    rng = np.random.default_rng(seed)
+    prompts = []
+    for _ in range(count):
+        body = [int(t) for t in rng.integers(4, vocab_size, size=length)]
+        if first_token is not None:
+            body[0] = first_token
+        prompts.append(body)
+    return prompts
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
@@ -18,15 +32,8 @@ class Workload:
     description: str
 
     def prompts(self, vocab_size: int, first_token: int | None, seed: int = 0) -> list[list[int]]:
-        """``batch`` random prompts of exactly ``prompt_tokens`` tokens (ids >= 4: no special tokens)."""
-        rng = np.random.default_rng(seed)
-        prompts = []
-        for _ in range(self.batch):
-            body = [int(t) for t in rng.integers(4, vocab_size, size=self.prompt_tokens)]
-            if first_token is not None:
-                body[0] = first_token  # BioGPT and OPT prompts start with </s>
-            prompts.append(body)
-        return prompts
+        """``batch`` random prompts of exactly ``prompt_tokens`` tokens."""
+        return random_prompts(self.batch, self.prompt_tokens, vocab_size, first_token, seed)
 
     @property
     def generated_tokens(self) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shlex
 import sys
 import time
@@ -74,15 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    from ortgen.bench.report import cpu_name
+
+    return f"{cpu_name('CPU')}, {os.cpu_count()} cores"
 
 
 def run(args: argparse.Namespace) -> int:

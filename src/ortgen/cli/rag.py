@@ -7,13 +7,17 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ortgen.cli._args import positive_int
+
+if TYPE_CHECKING:
+    from ortgen.rag.retrieval import Passage
 
 _TOKEN_HELP = "a Milvus server's token, user:password or API key (default: $ORTGEN_MILVUS_TOKEN; not stored)"
 
 
-def _quiet_milvus() -> None:
+def quiet_milvus() -> None:
     """Milvus Lite logs every start, stop and segment build at INFO; keep the CLI's output ours."""
     for name in ("milvus_lite", "pymilvus", "faiss"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -84,7 +88,7 @@ def run_index(args: argparse.Namespace) -> int:
     from ortgen.rag.index_manifest import IndexManifest
     from ortgen.rag.indexer import IndexSettings, index_documents
 
-    _quiet_milvus()
+    quiet_milvus()
     chunking = None
     if args.chunk_tokens is not None or args.overlap_tokens is not None:
         recorded = IndexManifest.load(args.index).chunking if IndexManifest.exists(args.index) else {}
@@ -126,7 +130,7 @@ def _add_delete(verbs: argparse._SubParsersAction) -> None:
 def run_delete(args: argparse.Namespace) -> int:
     from ortgen.rag.indexer import delete_documents
 
-    _quiet_milvus()
+    quiet_milvus()
     deleted = delete_documents(args.index, args.doc, token=_token(args))
     print(f"deleted {deleted} passages of {len(args.doc)} document(s) from {args.index}")
     return 0
@@ -166,7 +170,7 @@ def run_search(args: argparse.Namespace) -> int:
     from ortgen.rag.index import Index
     from ortgen.rag.retrieval import Filters
 
-    _quiet_milvus()
+    quiet_milvus()
     filters = Filters(tuple(args.doc or ()), args.source_prefix, args.title_contains, args.filter)
     with Index.open(args.index, embedder=args.embedder, threads=args.threads, token=_token(args)) as index:
         passages = index.search(args.question, args.k, filters, mode=args.mode, rrf_k=args.rrf_k,
@@ -178,9 +182,14 @@ def run_search(args: argparse.Namespace) -> int:
     if not passages:
         print("no passages found")
     for p in passages:
-        title = f" {p.title}" if p.title else ""
-        print(f"[{p.rank}] {p.score:.4f}  {p.doc_id}{title}  ({p.source})\n    {p.text}\n")
+        print(_passage_text(p) + "\n")
     return 0
+
+
+def _passage_text(p: Passage) -> str:
+    """One retrieved passage as the CLI prints it: rank, score, document, source, then its text."""
+    title = f" {p.title}" if p.title else ""
+    return f"[{p.rank}] {p.score:.4f}  {p.doc_id}{title}  ({p.source})\n    {p.text}"
 
 
 def _add_ask(verbs: argparse._SubParsersAction) -> None:
@@ -220,7 +229,7 @@ def run_ask(args: argparse.Namespace) -> int:
     from ortgen.rag.retrieval import Filters
     from ortgen.runtime.generator import Generator
 
-    _quiet_milvus()
+    quiet_milvus()
     filters = Filters(tuple(args.doc or ()))
     with Generator.load(args.package, threads=args.threads) as generator, \
             Index.open(args.index, embedder=args.embedder, threads=args.threads or 0, token=_token(args)) as index:
@@ -235,8 +244,7 @@ def run_ask(args: argparse.Namespace) -> int:
     cut = " (contexts cut to fit)" if answer.prompt.truncated else ""
     print(f"\nsources ({answer.prompt.passages_used} of {len(answer.passages)} in the prompt{cut}):")
     for p in answer.passages:
-        title = f" {p.title}" if p.title else ""
-        print(f"[{p.rank}] {p.score:.4f}  {p.doc_id}{title}  ({p.source})\n    {p.text}")
+        print(_passage_text(p))
     return 0
 
 
@@ -251,7 +259,7 @@ def _add_info(verbs: argparse._SubParsersAction) -> None:
 def run_info(args: argparse.Namespace) -> int:
     from ortgen.rag.index import Index
 
-    _quiet_milvus()
+    quiet_milvus()
     with Index.open(args.index, token=_token(args)) as index:
         print(json.dumps(index.describe(), indent=2))
     return 0
@@ -283,7 +291,7 @@ def _add_bench(verbs: argparse._SubParsersAction) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     from ortgen.bench.indexing import BenchOptions, run_indexing_bench
 
-    _quiet_milvus()
+    quiet_milvus()
     result = run_indexing_bench(BenchOptions(model=args.model, documents=args.documents, threads=args.threads,
                                              batch_size=args.batch_size, repeats=args.repeats, workdir=args.workdir,
                                              out=args.out))

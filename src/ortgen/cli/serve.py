@@ -136,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise OrtgenError(f"--index needs the rag extra ({exc.name} is missing): pip install 'ortgen[rag]'") \
                 from None
-        for name_ in ("milvus_lite", "pymilvus", "faiss"):
-            logging.getLogger(name_).setLevel(logging.WARNING)
+        from ortgen.cli.rag import quiet_milvus
+
+        quiet_milvus()
         rag = RagPipeline(Index.open(args.index, threads=args.threads or 0), generator)
 
     def ready() -> None:

@@ -234,10 +234,14 @@ class Generator:
         backend, _ = self.plan(concrete)
         if backend == GRAPH:
             return self._submit_graph(ids, concrete)
+        return self._submit_engine(ids, concrete)
+
+    def _submit_engine(self, ids: list[int], settings: GenerationSettings) -> RequestHandle:
+        """Queue one prompt with the step engine's scheduler (``settings`` concrete for it)."""
         scheduler = self.scheduler
-        handle = RequestHandle(scheduler.next_id(), self._decode_text, concrete.num_return_sequences,
+        handle = RequestHandle(scheduler.next_id(), self._decode_text, settings.num_return_sequences,
                                scheduler.cancel)
-        scheduler.submit(handle, ids, concrete, self._searches.spec(concrete, ids))
+        scheduler.submit(handle, ids, settings, self._searches.spec(settings, ids))
         return handle
 
     def _submit_graph(self, ids: list[int], settings: GenerationSettings) -> RequestHandle:
@@ -287,15 +291,10 @@ class Generator:
             key = graph_key(settings)
             graph_file, operator = self.manifest.graphs[key].file, OPERATORS[key]
         else:
-            scheduler = self.scheduler
             handles: list[RequestHandle] = []
             try:
                 for ids, request_settings in zip(batch, concrete):
-                    handle = RequestHandle(scheduler.next_id(), self._decode_text,
-                                           request_settings.num_return_sequences,
-                                           scheduler.cancel)
-                    scheduler.submit(handle, ids, request_settings, self._searches.spec(request_settings, ids))
-                    handles.append(handle)
+                    handles.append(self._submit_engine(ids, request_settings))
                 outputs = [h.result() for h in handles]
             except BaseException:
                 for handle in handles:

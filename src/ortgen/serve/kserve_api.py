@@ -345,6 +345,9 @@ async def _infer(service: GenerationService, request: Request) -> Response:
         raise ServeError(400, "text_input is not UTF-8") from None
     if not texts:
         raise ServeError(400, "text_input is empty")
+    if parsed.outputs and all(o.name != "text_output" for o in parsed.outputs):
+        names = ", ".join(o.name for o in parsed.outputs)
+        raise ServeError(400, f"unknown output(s) {names}; this model returns text_output")
     values: dict[str, Any] = {}
     for name, tensor in tensors.items():
         if name == "text_input":
@@ -365,14 +368,7 @@ async def _infer(service: GenerationService, request: Request) -> Response:
     options = settings_to_options({k: v for k, v in values.items() if v is not None})
     ids = [service.prompt_ids(t, "text_input") for t in texts]
     request.state.prompt_tokens = sum(len(i) for i in ids)
-    handles = []
-    try:
-        for prompt_ids in ids:
-            handles.append(await service.submit(prompt_ids, options))
-    except ServeError:
-        for handle in handles:
-            handle.cancel()
-        raise
+    handles = await service.submit_all(ids, options)
     outputs = await asyncio.gather(*(service.result(h, request.is_disconnected) for h in handles))
     request.state.completion_tokens = sum(o.completion_tokens for o in outputs)
     request.state.queue_seconds = max((o.timings.queue_seconds or 0) for o in outputs)
@@ -380,9 +376,6 @@ async def _infer(service: GenerationService, request: Request) -> Response:
     flat = [text for output in outputs for text in output.texts]
     wants_binary = bool((parsed.parameters or {}).get("binary_data_output")) or any(
         (o.parameters or {}).get("binary_data") for o in parsed.outputs or [] if o.name == "text_output")
-    if parsed.outputs and all(o.name != "text_output" for o in parsed.outputs):
-        names = ", ".join(o.name for o in parsed.outputs)
-        raise ServeError(400, f"unknown output(s) {names}; this model returns text_output")
     result: dict[str, Any] = {"model_name": service.model_name, "model_version": MODEL_VERSION,
                               **({"id": parsed.id} if parsed.id else {})}
     shape = [len(outputs), n]

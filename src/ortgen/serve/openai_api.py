@@ -230,14 +230,7 @@ def build_router(service: GenerationService) -> APIRouter:
                                   "per request", param="prompt")
         options = _options(body)
         ids = [service.prompt_ids(p, "prompt") for p in prompts]
-        handles = []
-        try:
-            for prompt_ids in ids:
-                handles.append(await service.submit(prompt_ids, options))
-        except ServeError:
-            for handle in handles:
-                handle.cancel()
-            raise
+        handles = await service.submit_all(ids, options)
         request.state.prompt_tokens = sum(len(i) for i in ids)
         request.state.queue_seconds = None
         texts = [p if isinstance(p, str) else service.generator._decode_text(p) for p in prompts]

@@ -12,7 +12,6 @@ batches them with every other running request; nothing here holds a lock around 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -138,6 +137,19 @@ class GenerationService:
             raise error from exc
         self.metrics.submitted(handle)
         return handle
+
+    async def submit_all(self, ids_list: Sequence[list[int]], options: dict[str, Any]) -> list[RequestHandle]:
+        """Submit every prompt of one HTTP request, or none: on the first refusal the ones already
+        queued are cancelled and the ServeError propagates."""
+        handles: list[RequestHandle] = []
+        try:
+            for ids in ids_list:
+                handles.append(await self.submit(ids, options))
+        except ServeError:
+            for handle in handles:
+                handle.cancel()
+            raise
+        return handles
 
     async def result(self, handle: RequestHandle, disconnected: Callable[[], Awaitable[bool]] | None = None
                      ) -> RequestOutput:
