@@ -84,7 +84,7 @@ class _Zoo:
 
     def trained_package(self, arch: str, weights: str = "float32") -> Path:
         """The trained ``arch`` model (generates words, like a real LM) exported with ``weights``
-        (float32, int8, int4)."""
+        (float32, float16, int8, int4; int8 / int4 with float32 activations)."""
         from ortgen.export.package import ExportOptions, export_package
         from ortgen.export.quantize import QuantConfig
 
@@ -93,8 +93,10 @@ class _Zoo:
             model, _ = self.trained(arch)
             out = self.root / "packages" / f"{arch}-trained-{weights}"
             out.parent.mkdir(parents=True, exist_ok=True)
-            quantize = None if weights == "float32" else QuantConfig.parse(weights)
-            export_package(str(model.directory), out, ExportOptions(show_progress=False, quantize=quantize))
+            unquantized = weights in ("float32", "float16")
+            quantize = None if unquantized else QuantConfig.parse(weights)
+            export_package(str(model.directory), out, ExportOptions(
+                show_progress=False, quantize=quantize, dtype=weights if unquantized else "float32"))
             self._packages[key] = out
         return self._packages[key]
 

@@ -32,7 +32,8 @@ def test_quick_bench_runs_every_system_and_writes_the_report(tmp_path, capsys):
     # CTranslate2 cannot load BioGPT: it runs on the GPT-2 shape only
     assert ("gpt2-tiny (quick)", "W1", "CTranslate2 int8") in rows
     assert not any(k[0] == "demo (quick)" and k[2].startswith("CTranslate2") for k in rows)
-    assert all(v > 0 for v in result["rates"].values())
+    assert all(v > 0 for v in result["rates"].values() if v is not None)
+    assert result["rates"]["float16_gflops"] is None  # measured only when float16 packages are benchmarked
     assert result["versions"]["onnxruntime"] and result["quick"] is True
 
 

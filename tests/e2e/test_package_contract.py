@@ -74,9 +74,10 @@ CASES = [
     ("tokenizer.kind", "sentencepiece", "tokenizer.kind must be one of 'moses-bpe', 'tokenizers', got 'sentencepiece'"),
     ("tokenizer.prefix_ids", [99999], "tokenizer.prefix_ids holds token id 99999, outside the vocabulary"),
     ("tokenizer.prefix_ids", "2", "tokenizer.prefix_ids must be a list of integers >= 0, got '2'"),
-    ("weights_dtype", "int3", "weights_dtype must be one of 'float32', 'int8', 'int4', got 'int3'"),
+    ("weights_dtype", "int3", "weights_dtype must be one of 'float32', 'float16', 'int8', 'int4', got 'int3'"),
     ("weights_dtype", "int8", "weights_dtype 'int8' and quantization None disagree"),
-    ("dtype", "float16", "dtype must be one of 'float32', got 'float16'"),
+    ("weights_dtype", "float16", "weights_dtype 'float16' and dtype 'float32' disagree"),
+    ("dtype", "bfloat16", "dtype must be one of 'float32', 'float16', got 'bfloat16'"),
     ("format_version", 7, "package format version 7 is not supported"),
     ("prompt_format", {"template": "q: {query}"}, "prompt_format.template must be a template whose only fields are"),
     ("prompt_format", {"learned_prompt_ids": [99999]}, "prompt_format.learned_prompt_ids holds token id 99999"),
@@ -110,4 +111,13 @@ def test_a_missing_tokenizer_file_is_named(zoo, tmp_path):
     package = _copy(zoo.package("opt"), tmp_path)
     (package / "tokenizer" / "tokenizer.json").unlink()
     with pytest.raises(PackageError, match="tokenizer/tokenizer.json is missing"):
+        Generator.load(package)
+
+
+def test_a_dtype_the_graphs_do_not_compute_in_is_refused(zoo, tmp_path):
+    """A float32 package relabelled float16 would get float16 caches bound to float32 graphs."""
+    package = _copy(zoo.package("biogpt"), tmp_path)
+    _edit(package, "dtype", "float16")
+    _edit(package, "weights_dtype", "float16")
+    with pytest.raises(PackageError, match="ortgen.json: dtype is float16, but decoder.onnx's logits is float32"):
         Generator.load(package)

@@ -36,7 +36,8 @@ def measure(zoo, arch: str, weights: str):
                                  new_tokens=20)
     # the numbers of docs/quantization.md (pytest -s shows them)
     print(f"\n{arch} {weights}: greedy agreement {quality.greedy_agreement:.3f}, same output "
-          f"{quality.same_greedy_output:.2f}, relative logit error {quality.relative_logit_error:.4f}")
+          f"{quality.same_greedy_output:.2f}, same best beam {quality.same_best_beam:.2f}, relative logit error "
+          f"{quality.relative_logit_error:.4f}")
     return quality
 
 
@@ -90,7 +91,7 @@ def test_validate_cli_reports_quality_for_quantized_packages(zoo, tmp_path, caps
                  "--json", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "quantization (int8 weights" in printed and "PASS: int8 quality pass" in printed
+    assert "reduced precision (int8 weights" in printed and "PASS: int8 quality pass" in printed
     report = json.loads(out.read_text())
     assert report["summary"]["ok"] and report["decoder"] == [] and report["generation"] == []
     q = report["quantization"]

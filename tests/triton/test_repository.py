@@ -168,3 +168,15 @@ def test_cli(demo_package, tmp_path, capsys):
     assert main(["triton", str(demo_package), "-o", str(tmp_path / "p"), "--strategies", "sample"]) == 1
     assert "--strategies applies to --backend onnxruntime" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_a_float16_package_gets_operators_only_on_gpu_instances(zoo, tmp_path):
+    """ONNX Runtime's CPU kernels of the generation operators take float32 models only."""
+    package = zoo.trained_package("biogpt", "float16")
+    with pytest.raises(OrtgenError, match="float16 .* CUDA provider only: write --instance-kind gpu"):
+        write_repository(package, tmp_path / "cpu", RepositoryOptions(name="m", backend="onnxruntime"))
+    assert not (tmp_path / "cpu").exists()
+    write_repository(package, tmp_path / "gpu", RepositoryOptions(name="m", backend="onnxruntime", instance_kind="gpu"))
+    assert "KIND_GPU" in (tmp_path / "gpu" / "m_generator" / "config.pbtxt").read_text()
+    write_repository(package, tmp_path / "python", RepositoryOptions(name="m"))  # the step engine runs it anywhere
+    assert "KIND_CPU" in (tmp_path / "python" / "m" / "config.pbtxt").read_text()

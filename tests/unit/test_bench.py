@@ -17,10 +17,10 @@ def test_floor_is_the_prompt_once_plus_each_step_bound_by_compute_or_bytes():
     # the prompt's keys and values are read once per step, then each beam's own tokens
     step0 = max(2 * 1e6 * 4 / 1e9, (4e6 + 1000 * 10) / 1e9)  # 8 ms compute vs 4.01 ms bytes
     step1 = max(2 * 1e6 * 4 / 1e9, (4e6 + 1000 * (10 + 4)) / 1e9)
-    assert floor_seconds(w, cost, rates, int8=False) == pytest.approx(prompt + step0 + step1)
+    assert floor_seconds(w, cost, rates, "float32") == pytest.approx(prompt + step0 + step1)
     # int8 multiplies at its own rate: 4 ms of compute, now below the bytes
     int8 = 2 * 1e6 * 10 / 2e9 + (4e6 + 1000 * 10) / 1e9 + (4e6 + 1000 * 14) / 1e9
-    assert floor_seconds(w, cost, rates, int8=True) == pytest.approx(int8)
+    assert floor_seconds(w, cost, rates, "int8") == pytest.approx(int8)
 
 
 def test_workloads_match_the_issue():
@@ -77,3 +77,17 @@ def test_head_to_head_pairs_the_engine_with_each_baseline_at_the_same_precision(
     assert "| m | W1 | fp32 | 4 s | ortgen in-graph op 6 s | 1.50x |" in lines
     assert not any("ortgen in-graph op int8" in line for line in lines)  # no such measurement
     assert sum(line.startswith("| m |") for line in lines) == 3
+
+
+def test_float16_packages_cost_half_the_bytes_and_multiply_at_the_float16_rate(zoo):
+    from ortgen.bench.floor import model_cost
+
+    full = model_cost(zoo.trained_package("biogpt", "float32"))
+    half = model_cost(zoo.trained_package("biogpt", "float16"))
+    assert half.parameters == full.parameters
+    assert half.weight_bytes == full.weight_bytes // 2
+    assert half.kv_bytes_per_position * 2 == full.kv_bytes_per_position
+    rates = MachineRates(matmul_gflops=1.0, int8_gflops=2.0, bandwidth_gbs=1.0, float16_gflops=8.0)
+    assert [rates.compute_gflops(w) for w in ("float32", "float16", "int8", "int4")] == [1.0, 8.0, 2.0, 2.0]
+    # a run that measured no float16 rate falls back to float32's
+    assert MachineRates(1.0, 2.0, 1.0).compute_gflops("float16") == 1.0

@@ -31,9 +31,18 @@ class MachineRates:
     matmul_gflops: float  # float32 GEMM, ONNX Runtime, all threads
     int8_gflops: float  # MatMulNBits int8 (accuracy level 4, the default block size), M=512
     bandwidth_gbs: float  # GEMV streaming a 1 GB float32 weight, ONNX Runtime
+    float16_gflops: float | None = None  # float16 GEMM (measured in runs that benchmark float16 packages)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def compute_gflops(self, weights: str) -> float:
+        """The matrix-multiply rate a package of ``weights`` (float32, float16, int8, int4) computes at."""
+        if weights in ("int8", "int4"):
+            return self.int8_gflops
+        if weights == "float16" and self.float16_gflops:
+            return self.float16_gflops
+        return self.matmul_gflops
 
 
 def _session(nodes, inputs, outputs, initializers, providers: list[str]) -> ort.InferenceSession:
@@ -53,8 +62,24 @@ def _best_time(run, repeats: int) -> float:
     return best
 
 
-def measure_rates(quick: bool = False, device: str = "cpu") -> MachineRates:
-    """Matmul rates and weight-streaming bandwidth of ONNX Runtime on ``device`` ("cpu", "cuda")."""
+def _gemm_gflops(shapes, dtype, providers: list[str], rng: np.random.Generator) -> float:
+    """The best MatMul rate over ``shapes`` (M, K, N) in ``dtype``."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    best = 0.0
+    for M, K, N in shapes:
+        w = (rng.standard_normal((K, N), dtype=np.float32) * 0.02).astype(dtype)
+        x = rng.standard_normal((M, K), dtype=np.float32).astype(dtype)
+        gemm = _session([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                        [helper.make_tensor_value_info("x", elem, [M, K])],
+                        [helper.make_tensor_value_info("y", elem, [M, N])],
+                        [numpy_helper.from_array(w, "w")], providers)
+        best = max(best, 2 * M * K * N / _best_time(lambda: gemm.run(None, {"x": x}), 20) / 1e9)
+    return best
+
+
+def measure_rates(quick: bool = False, device: str = "cpu", float16: bool = False) -> MachineRates:
+    """Matmul rates and weight-streaming bandwidth of ONNX Runtime on ``device`` ("cpu", "cuda");
+    with ``float16``, the float16 GEMM rate too."""
     from ortgen.runtime.sessions import resolve_providers
 
     providers = resolve_providers(device)
@@ -63,15 +88,8 @@ def measure_rates(quick: bool = False, device: str = "cpu") -> MachineRates:
     # long prompt; the up and down projections): the floor must not rest on one unlucky shape
     shapes = [(128, 512, 1024)] if quick else [(80, 1024, 4096), (256, 1024, 4096), (512, 1024, 4096),
                                               (256, 4096, 1024)]
-    gflops = 0.0
-    for M, K, N in shapes:
-        w = rng.standard_normal((K, N), dtype=np.float32) * 0.02
-        x = rng.standard_normal((M, K), dtype=np.float32)
-        x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])
-        y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])
-        gemm = _session([helper.make_node("MatMul", ["x", "w"], ["y"])], [x_info], [y_info],
-                        [numpy_helper.from_array(w, "w")], providers)
-        gflops = max(gflops, 2 * M * K * N / _best_time(lambda: gemm.run(None, {"x": x}), 20) / 1e9)
+    gflops = _gemm_gflops(shapes, np.float32, providers, rng)
+    float16_gflops = _gemm_gflops(shapes, np.float16, providers, rng) if float16 else None
     M, K, N = shapes[-2] if not quick else shapes[0]
     w = rng.standard_normal((K, N), dtype=np.float32) * 0.02
     x = rng.standard_normal((M, K), dtype=np.float32)
@@ -98,7 +116,8 @@ def measure_rates(quick: bool = False, device: str = "cpu") -> MachineRates:
                     [numpy_helper.from_array(big, "w")], providers)
     bandwidth = big.nbytes / _best_time(lambda: gemv.run(None, {"x": v}), 10) / 1e9
     del big, gemv
-    return MachineRates(round(gflops, 1), round(int8_gflops, 1), round(bandwidth, 1))
+    return MachineRates(round(gflops, 1), round(int8_gflops, 1), round(bandwidth, 1),
+                        round(float16_gflops, 1) if float16_gflops else None)
 
 
 @dataclass(frozen=True)
@@ -107,7 +126,7 @@ class ModelCost:
 
     parameters: int  # multiplied per token (embedding gathers excluded, output projection included)
     weight_bytes: int  # read per decoding step
-    kv_bytes_per_position: int  # per row: 2 (K, V) x layers x hidden x 4 bytes
+    kv_bytes_per_position: int  # per row: 2 (K, V) x layers x hidden x the cache's bytes per value
     head_parameters: int = 0  # the output projection's share of ``parameters``: a prompt needs it once
 
     def prompt_flops(self, tokens: int, prompts: int) -> float:
@@ -118,8 +137,9 @@ class ModelCost:
         return asdict(self)
 
 
-def floor_seconds(w: Workload, cost: ModelCost, rates: MachineRates, int8: bool) -> float:
-    rate = (rates.int8_gflops if int8 else rates.matmul_gflops) * 1e9
+def floor_seconds(w: Workload, cost: ModelCost, rates: MachineRates, weights: str) -> float:
+    """The floor of workload ``w`` for a package of ``weights`` (float32, float16, int8, int4)."""
+    rate = rates.compute_gflops(weights) * 1e9
     bandwidth = rates.bandwidth_gbs * 1e9
     seconds = cost.prompt_flops(w.prompt_tokens * w.batch, w.batch) / rate  # prompt once per input
     rows = w.batch * w.num_beams
@@ -139,7 +159,11 @@ def model_cost(package_dir) -> ModelCost:
     gathered = a.vocab_size * a.hidden_size + (a.max_positions + a.position_offset) * a.hidden_size
     multiplied = a.parameters - gathered + a.vocab_size * a.hidden_size  # the tied head multiplies the table
     block = m.quantization.block_size if m.quantization else 32
-    per_weight = {"float32": 4.0, "int8": 1.0 + 4 / block, "int4": 0.5 + 4 / block}[m.weights_dtype]
+    scale_bytes = 2 if m.dtype == "float16" else 4  # quantization scales are stored in the package's dtype
+    per_weight = {"float32": 4.0, "float16": 2.0, "int8": 1.0 + scale_bytes / block,
+                  "int4": 0.5 + scale_bytes / block}[m.weights_dtype]
     head = a.vocab_size * a.hidden_size
-    return ModelCost(int(multiplied), int(multiplied * per_weight), 2 * a.num_layers * a.hidden_size * 4, int(head))
+    cache_bytes = 2 if m.dtype == "float16" else 4
+    return ModelCost(int(multiplied), int(multiplied * per_weight), 2 * a.num_layers * a.hidden_size * cache_bytes,
+                     int(head))
 

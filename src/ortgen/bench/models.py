@@ -24,7 +24,7 @@ class BenchModel:
     name: str
     family: str
     hf_dir: Path
-    packages: dict[str, Path]  # weights dtype -> package
+    packages: dict[str, Path]  # weights dtype (float32, float16, int8, int4) -> package
     ct2_dir: Path | None
     vocab_size: int
     first_token: int | None  # prompts start with it (BioGPT's </s>)
@@ -54,8 +54,10 @@ def prepare(name: str, workdir: Path, *, quick: bool, dtypes: list[str], ctransl
         package = root / f"package-{dtype}"
         if not _is_current(package):
             log.info("exporting %s (%s weights)", preset, dtype)
-            quant = QuantConfig.parse(None if dtype == "float32" else dtype)
-            export_package(str(hf_dir), package, ExportOptions(force=True, quantize=quant, show_progress=False))
+            unquantized = dtype in ("float32", "float16")
+            quant = None if unquantized else QuantConfig.parse(dtype)
+            export_package(str(hf_dir), package, ExportOptions(force=True, quantize=quant, show_progress=False,
+                                                               dtype=dtype if unquantized else "float32"))
         packages[dtype] = package
     ct2_dir = None
     if ctranslate2 and family == "gpt2":

@@ -19,14 +19,17 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; "
         f"{machine['device']}. Measured rates: float32 GEMM {rates['matmul_gflops']} GFLOP/s, "
-        f"int8 MatMulNBits {rates['int8_gflops']} GFLOP/s, weight streaming {rates['bandwidth_gbs']} GB/s. "
+        + (f"float16 GEMM {rates['float16_gflops']} GFLOP/s, " if rates.get("float16_gflops") else "")
+        + f"int8 MatMulNBits {rates['int8_gflops']} GFLOP/s, weight streaming {rates['bandwidth_gbs']} GB/s. "
         f"Random weights, fixed lengths.",
     ]
     if result["measurements"]:
+        baselines = (" \"vs transformers\": fp16 rows over transformers fp16, the others over transformers fp32."
+                     if any(m["system"].endswith(" fp16") for m in result["measurements"]) else "")
         lines += [
             "",
             f"Single requests: medians of {result['repeats']} runs after a warm-up. Peak memory: one run in a "
-            "process of its own, above the libraries' baseline.",
+            f"process of its own, above the libraries' baseline.{baselines}",
             "",
             "| model | workload | system | seconds | tokens/s | vs transformers | floor s | x floor | peak memory GB |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -92,7 +95,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     for ax, (kind, model) in zip(axes[0], panels):
         if kind == "speed":
             rows, value, label = [m for m in measurements if m["model"] == model], "speedup_vs_transformers", \
-                "speed-up over transformers fp32"
+                "speed-up over transformers (fp16 rows: its fp16)"
         else:
             rows, value, label = [r for r in throughput if r["model"] == model], "requests_per_second", "requests/s"
         workloads = list(dict.fromkeys(m["workload"] for m in rows))

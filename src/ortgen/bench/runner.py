@@ -18,7 +18,7 @@ from typing import Sequence
 from ortgen.bench.floor import MachineRates, floor_seconds, model_cost
 from ortgen.bench.memory import peak_memory_gb
 from ortgen.bench.models import BenchModel
-from ortgen.bench.systems import CTranslate2System, OrtgenSystem, System, TransformersSystem
+from ortgen.bench.systems import CTranslate2System, OrtgenSystem, System, TransformersSystem, short_dtype
 from ortgen.bench.workloads import Workload
 
 log = logging.getLogger(__name__)
@@ -35,18 +35,32 @@ class Measurement:
     tokens_per_second: float
     memory_gb: float | None  # peak above the libraries' baseline, in a process of its own
     floor_seconds: float | None = None
-    speedup_vs_transformers: float | None = None
+    speedup_vs_transformers: float | None = None  # over transformers_baseline(weights)
     ratio_to_floor: float | None = None
+
+
+def transformers_baseline(weights: str) -> str:
+    """The transformers system a package of ``weights`` is compared with: float16 with transformers
+    float16 (same precision, what a GPU user would otherwise run), everything else with float32."""
+    return f"transformers {short_dtype('float16' if weights == 'float16' else 'float32')}"
 
 
 def systems_for(model: BenchModel, names: Sequence[str], device: str = "cpu") -> list[System]:
     out: list[System] = []
-    if "transformers" in names:
-        out.append(TransformersSystem(model.hf_dir, model.pad_token_id, model.eos_token_id, device))
+    if "transformers" in names:  # the baseline of each package's precision
+        for dtype in ("float32", "float16"):
+            wanted = f"transformers {short_dtype(dtype)}"
+            if any(transformers_baseline(weights) == wanted for weights in model.packages):
+                out.append(TransformersSystem(model.hf_dir, model.pad_token_id, model.eos_token_id, device, dtype))
     for dtype, package in model.packages.items():
         for backend in ("graph", "engine"):
-            if f"ortgen-{backend}" in names:
-                out.append(OrtgenSystem(package, backend, device))
+            if f"ortgen-{backend}" not in names:
+                continue
+            if backend == "graph" and dtype == "float16" and device == "cpu":
+                log.warning("%s: no in-graph operator row for float16 on the CPU (ONNX Runtime's CPU kernels of "
+                            "the generation operators take float32 models)", model.name)
+                continue
+            out.append(OrtgenSystem(package, backend, device))
     if model.ct2_dir is not None and "ctranslate2" in names:
         out.extend([CTranslate2System(model.ct2_dir, "float32", device), CTranslate2System(model.ct2_dir, "int8", device)])
     return out
@@ -101,14 +115,14 @@ def bench_model(model: BenchModel, workloads: Sequence[Workload], system_names: 
     measurements = []
     costs = {dtype: model_cost(package) for dtype, package in model.packages.items()}
     for workload in workloads:
-        baseline = runs.get(("transformers fp32", workload.name))
-        base_median = statistics.median(baseline) if baseline else None
         for system in systems:
             times = runs[(system.name, workload.name)]
             median = statistics.median(times)
             dtype = system.dtype
+            baseline = runs.get((transformers_baseline(dtype), workload.name))
+            base_median = statistics.median(baseline) if baseline else None
             cost = costs.get(dtype) or costs.get("float32")
-            floor = floor_seconds(workload, cost, rates, int8=dtype != "float32") if cost else None
+            floor = floor_seconds(workload, cost, rates, dtype) if cost else None
             measurements.append(Measurement(
                 model=model.name, workload=workload.name, system=system.name, weights=dtype,
                 runs=[round(t, 3) for t in times], seconds=round(median, 3),

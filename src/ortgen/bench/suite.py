@@ -63,7 +63,7 @@ def run_suite(models: Sequence[str], workloads: Sequence[str], systems: Sequence
     concurrent_table = QUICK_THROUGHPUT if quick else THROUGHPUT
     concurrent = [concurrent_table[w] for w in workloads if w in concurrent_table]
     log.info("measuring this machine's matmul rates and memory bandwidth")
-    rates = measure_rates(quick=quick, device=device)
+    rates = measure_rates(quick=quick, device=device, float16="float16" in dtypes)
     log.info("rates: %s", rates.as_dict())
     measurements: list = []
     throughput: list = []
@@ -80,7 +80,7 @@ def run_suite(models: Sequence[str], workloads: Sequence[str], systems: Sequence
         if chosen:
             measurements.extend(bench_model(model, chosen, systems, repeats, rates, alternate, device, memory))
         if concurrent:
-            throughput.extend(bench_throughput(model, concurrent, rates, systems, dtype=dtypes[0]))
+            throughput.extend(bench_throughput(model, concurrent, rates, systems, dtype=dtypes[0], device=device))
     result = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),

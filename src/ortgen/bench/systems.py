@@ -32,19 +32,24 @@ class System(Protocol):
     def teardown(self) -> None: ...
 
 
+def short_dtype(dtype: str) -> str:
+    """float32 -> fp32, float16 -> fp16; int8 / int4 unchanged (how the tables name precisions)."""
+    return {"float32": "fp32", "float16": "fp16"}.get(dtype, dtype)
+
+
 class TransformersSystem:
-    """transformers' generate() in float32 on the CPU, all cores."""
+    """transformers' generate() in ``dtype`` (float32 or float16) on ``device``, all cores."""
 
-    dtype = "float32"
-
-    def __init__(self, model_dir: Path, pad_token_id: int, eos_token_id: int, device: str = "cpu") -> None:
+    def __init__(self, model_dir: Path, pad_token_id: int, eos_token_id: int, device: str = "cpu",
+                 dtype: str = "float32") -> None:
         self.model_dir, self.pad, self.eos, self.device = model_dir, pad_token_id, eos_token_id, device
-        self.name = "transformers fp32"
+        self.dtype = dtype
+        self.name = f"transformers {short_dtype(dtype)}"
         self.model = None
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "transformers", "model_dir": str(self.model_dir), "pad_token_id": self.pad,
-                "eos_token_id": self.eos, "device": self.device}
+                "eos_token_id": self.eos, "device": self.device, "dtype": self.dtype}
 
     def prepare_imports(self) -> None:
         import torch  # noqa: F401
@@ -55,7 +60,8 @@ class TransformersSystem:
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(os.cpu_count() or 1)
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32).eval().to(self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype)
+                                                          ).eval().to(self.device)
 
     def run(self, workload: Workload, prompts: list[list[int]]) -> None:
         import torch
@@ -84,7 +90,7 @@ class OrtgenSystem:
         self.package_dir, self.backend, self.device = package_dir, backend, device
         self.dtype = Manifest.load(package_dir).weights_dtype
         label = {"graph": "in-graph op", "engine": "step engine"}[backend]
-        self.name = f"ortgen {label} {'fp32' if self.dtype == 'float32' else self.dtype}"
+        self.name = f"ortgen {label} {short_dtype(self.dtype)}"
         self.generator = None
 
     def spec(self) -> dict[str, Any]:
@@ -155,7 +161,8 @@ def system_from_spec(spec: dict[str, Any]) -> System:
     """The system a ``spec()`` describes (for measurements in another process)."""
     kind = spec["kind"]
     if kind == "transformers":
-        return TransformersSystem(Path(spec["model_dir"]), spec["pad_token_id"], spec["eos_token_id"], spec["device"])
+        return TransformersSystem(Path(spec["model_dir"]), spec["pad_token_id"], spec["eos_token_id"], spec["device"],
+                                  spec.get("dtype", "float32"))
     if kind == "ortgen":
         return OrtgenSystem(Path(spec["package_dir"]), spec["backend"], spec["device"])
     if kind == "ctranslate2":

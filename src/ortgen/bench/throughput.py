@@ -157,18 +157,21 @@ def run_ortgen_sequential(generator, model: BenchModel, w: ThroughputWorkload, p
     return _summary(model.name, w, SEQUENTIAL, start, arrivals, first, done), tokens
 
 
-def run_transformers(model: BenchModel, w: ThroughputWorkload, prompts, arrivals, batch: bool) -> ThroughputResult:
+def run_transformers(model: BenchModel, w: ThroughputWorkload, prompts, arrivals, batch: bool,
+                     device: str = "cpu", dtype: str = "float32") -> ThroughputResult:
     import torch
     from transformers import AutoModelForCausalLM
 
-    network = AutoModelForCausalLM.from_pretrained(model.hf_dir, dtype=torch.float32).eval()
+    network = AutoModelForCausalLM.from_pretrained(model.hf_dir, dtype=getattr(torch, dtype)).eval().to(device)
 
     def generate(ids: list[list[int]]) -> None:
-        tensor = torch.tensor(ids, dtype=torch.long)
+        tensor = torch.tensor(ids, dtype=torch.long, device=device)
         with torch.no_grad():
             network.generate(input_ids=tensor, attention_mask=torch.ones_like(tensor), do_sample=False,
                              length_penalty=1.0, early_stopping=False, pad_token_id=model.pad_token_id,
                              eos_token_id=model.eos_token_id, **w.options())
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     generate(prompts[:1])  # warm-up
     start = time.perf_counter()
@@ -184,9 +187,9 @@ def run_transformers(model: BenchModel, w: ThroughputWorkload, prompts, arrivals
     return _summary(model.name, w, HF_SEQUENTIAL, start, arrivals, [None] * w.requests, done)
 
 
-def batched_floor(w: ThroughputWorkload, cost: ModelCost, rates: MachineRates, int8: bool) -> float:
-    """All requests decoding together (see the module docstring)."""
-    rate = (rates.int8_gflops if int8 else rates.matmul_gflops) * 1e9
+def batched_floor(w: ThroughputWorkload, cost: ModelCost, rates: MachineRates, weights: str) -> float:
+    """All requests decoding together (see the module docstring), for a package of ``weights``."""
+    rate = rates.compute_gflops(weights) * 1e9
     bandwidth = rates.bandwidth_gbs * 1e9
     seconds = cost.prompt_flops(w.prompt_tokens * w.requests, w.requests) / rate
     rows = w.requests * w.num_beams
@@ -197,8 +200,8 @@ def batched_floor(w: ThroughputWorkload, cost: ModelCost, rates: MachineRates, i
 
 
 def bench_throughput(model: BenchModel, workloads: Sequence[ThroughputWorkload], rates: MachineRates,
-                     systems: Sequence[str], dtype: str = "float32",
-                     progress: Callable[[str], None] = log.info) -> list[ThroughputResult]:
+                     systems: Sequence[str], dtype: str = "float32", progress: Callable[[str], None] = log.info,
+                     device: str = "cpu") -> list[ThroughputResult]:
     from ortgen.runtime.generator import Generator
 
     package = model.packages[dtype]
@@ -208,7 +211,7 @@ def bench_throughput(model: BenchModel, workloads: Sequence[ThroughputWorkload],
         prompts = w.prompts(model.vocab_size, model.first_token, seed=len(results))
         arrivals = w.arrivals()
         found: dict[str, ThroughputResult] = {}
-        with Generator.load(package) as generator:
+        with Generator.load(package, providers=device) as generator:
             generator.generate(input_ids=prompts[:1], **w.options())  # warm-up: loads the engine
             progress(f"{model.name} {w.name}: {CONCURRENT}")
             found[CONCURRENT], concurrent_tokens = run_ortgen_concurrent(generator, model, w, prompts, arrivals)
@@ -217,12 +220,13 @@ def bench_throughput(model: BenchModel, workloads: Sequence[ThroughputWorkload],
         found[CONCURRENT].tokens_identical = concurrent_tokens == sequential_tokens
         if "transformers" in systems:
             progress(f"{model.name} {w.name}: {HF_SEQUENTIAL}")
-            found[HF_SEQUENTIAL] = run_transformers(model, w, prompts, arrivals, batch=False)
+            hf_dtype = "float16" if dtype == "float16" else "float32"  # the same precision as the package
+            found[HF_SEQUENTIAL] = run_transformers(model, w, prompts, arrivals, False, device, hf_dtype)
             if w.rate is None:
                 progress(f"{model.name} {w.name}: {HF_BATCH}")
-                found[HF_BATCH] = run_transformers(model, w, prompts, arrivals, batch=True)
+                found[HF_BATCH] = run_transformers(model, w, prompts, arrivals, True, device, hf_dtype)
         if w.rate is None:
-            floor = batched_floor(w, cost, rates, int8=dtype != "float32")
+            floor = batched_floor(w, cost, rates, dtype)
             mine = found[CONCURRENT]
             mine.floor_seconds, mine.ratio_to_floor = float(f"{floor:.4g}"), round(mine.seconds / floor, 2)
         for name, other in found.items():

@@ -48,8 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: W1,W2,W3)")
     p.add_argument("--systems", type=_csv(list(ALL_SYSTEMS)), default=list(ALL_SYSTEMS),
                    help=f"comma-separated, from {', '.join(ALL_SYSTEMS)} (default: all)")
-    p.add_argument("--weights", type=_csv(["float32", "int8", "int4"]), default=["float32", "int8"],
-                   help="ortgen package weight types, comma-separated (default: float32,int8)")
+    p.add_argument("--weights", type=_csv(["float32", "float16", "int8", "int4"]), default=["float32", "int8"],
+                   help="ortgen package weight types, comma-separated; float16 adds transformers float16 as its "
+                        "baseline (the GPU comparison; slow on the CPU). The throughput workloads use the first "
+                        "(default: float32,int8)"),
     p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per system and workload; the median is reported (default: 3)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where every system runs (cuda: needs onnxruntime-gpu, torch with CUDA; see docs/benchmarks.md) "
@@ -84,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
             raise OrtgenError("--device cuda: this onnxruntime has no CUDAExecutionProvider (available: "
                               f"{', '.join(onnxruntime.get_available_providers())}); install onnxruntime-gpu")
 
-    command = "ortgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("ortgen") else \
-        "ortgen bench"
+    launched = sys.argv[0].endswith("ortgen") or sys.argv[0].endswith("__main__.py")  # ortgen, python -m ortgen
+    command = "ortgen " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if launched else "ortgen bench"
     result = run_suite(args.models, args.workloads, args.systems, args.weights, args.repeats, args.quick,
                        args.workdir, args.out, command, args.device,
                        memory=not args.no_memory)

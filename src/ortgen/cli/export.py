@@ -34,6 +34,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0,
                    help="nucleus-sampling top_p baked into generate_sample.onnx, in (0, 1] (default: 1.0, no "
                         "filtering)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="precision of the activations, the KV cache, the logits and the unquantized weights. "
+                        "float16 halves the weight and cache bytes and is what the CUDA provider computes in; on "
+                        "the CPU only the step engine runs it (ONNX Runtime's CPU BeamSearch / GreedySearch / "
+                        "Sampling take float32), and no faster than float32 there; `ortgen validate` checks it "
+                        "against the float32 reference for quality, not token for token (docs/gpu.md) (default: "
+                        "float32)")
     p.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
                    help="weight-only quantization of every linear layer (com.microsoft MatMulNBits, block-wise, "
                         "symmetric): int8 reads 4x fewer weight bytes per step than float32; see docs/quantization.md "
@@ -53,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = ExportOptions(
         quantize=QuantConfig.parse(args.quantize, args.block_size),
+        dtype=args.dtype,
         force=args.force,
         tokenizer=args.tokenizer,
         sampling=SamplingOptions(temperature=args.temperature, top_p=args.top_p),
@@ -61,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = export_package(args.model, args.output, options)
     arch = manifest.architecture
     weights = "" if manifest.weights_dtype == "float32" else f", {manifest.weights_dtype} weights"
+    if manifest.dtype != "float32" and manifest.weights_dtype != manifest.dtype:
+        weights += f", {manifest.dtype} activations"
     print(f"exported {arch.model_type} ({arch.parameters / 1e6:.1f}M parameters{weights}) to {args.output}")
     if not args.validate:
         return 0

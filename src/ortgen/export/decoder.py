@@ -27,6 +27,7 @@ from onnx import TensorProto
 
 from ortgen.package import contract
 from ortgen.arch import ModelDims
+from ortgen.errors import ModelSourceError
 from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder, WeightFile
 from ortgen.export.quantize import QuantConfig, QuantizedLinear, quantize_blockwise
 from ortgen.export.weights import DecoderWeights
@@ -45,7 +46,8 @@ class WrittenWeights:
 
     initializers: dict[str, TensorProto]
     quantized: dict[str, QuantizedLinear] = field(default_factory=dict)  # role -> MatMulNBits attributes
-    dtype: str = "float32"
+    dtype: str = "float32"  # how the linear weights are stored: float32, float16, int8, int4
+    float_dtype: str = "float32"  # every other weight, the activations, the cache and the logits
 
 
 def write_decoder_weights(
@@ -54,21 +56,25 @@ def write_decoder_weights(
     weight_file: WeightFile,
     progress: ProgressCallback | None = None,
     quant: QuantConfig | None = None,
+    float_dtype: str = "float32",
 ) -> WrittenWeights:
     """Stream every decoder weight into ``weight_file``.
 
     Small tensors (LayerNorm parameters, biases) stay inline; large ones are references
-    into the weight file. Only one layer's tensors are in memory at a time. With ``quant``,
-    linear weights are written block-quantized (``{role}.qweight`` + ``{role}.scales``)
-    instead of float32 (``{role}.weight``).
+    into the weight file. Only one layer's tensors are in memory at a time. Every float
+    tensor is stored as ``float_dtype`` (float32, or float16 for half the bytes: what the
+    CUDA provider computes in). With ``quant``, linear weights are written block-quantized
+    (``{role}.qweight`` + ``{role}.scales``, the scales in ``float_dtype``) instead
+    (``{role}.weight``).
     """
-    written = WrittenWeights({}, dtype=quant.name if quant else "float32")
+    written = WrittenWeights({}, dtype=quant.name if quant else float_dtype, float_dtype=float_dtype)
     out = written.initializers
+    stored = np.dtype(float_dtype)
 
     def put(name: str, array: np.ndarray) -> None:
         array = np.ascontiguousarray(array)
         if array.dtype != np.uint8:
-            array = array.astype(np.float32, copy=False)
+            array = _cast(name, array, stored)
         if array.nbytes > 1024:
             out[name] = weight_file.add(name, array)
         else:
@@ -121,6 +127,16 @@ def write_decoder_weights(
     return written
 
 
+def _cast(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``array`` as ``dtype``; a weight beyond float16's range is refused rather than stored as inf."""
+    if dtype == np.float16 and array.size:
+        largest = float(np.abs(array).max())
+        if not largest <= float(np.finfo(np.float16).max):
+            raise ModelSourceError(f"weight {name} holds {largest:g}, beyond float16's range (+-65504): "
+                                   "export this model with --dtype float32")
+    return array.astype(dtype, copy=False)
+
+
 def linear(g: GraphBuilder, x: str, role: str, *, name: str) -> str:
     """``x @ W`` for the weight of ``role``: MatMul (float32) or MatMulNBits (quantized)."""
     q = g.quantized.get(role)
@@ -137,18 +153,18 @@ def _declare_io(g: GraphBuilder, dims: ModelDims, logits: LogitsMode) -> None:
     g.input(contract.POSITION_IDS, TensorProto.INT32, ["batch_size", "sequence_length"])
     g.input(contract.ATTENTION_MASK, TensorProto.INT32, ["batch_size", "total_sequence_length"])
     for i in range(dims.num_layers):
-        g.input(contract.past_name(i), TensorProto.FLOAT, past_shape)
+        g.input(contract.past_name(i), g.float_type, past_shape)
     logits_len: int | str = 1 if logits == "last" else "sequence_length"
-    g.output(contract.LOGITS, TensorProto.FLOAT, ["batch_size", logits_len, dims.vocab_size])
+    g.output(contract.LOGITS, g.float_type, ["batch_size", logits_len, dims.vocab_size])
     for i in range(dims.num_layers):
-        g.output(contract.present_name(i), TensorProto.FLOAT, present_shape)
+        g.output(contract.present_name(i), g.float_type, present_shape)
 
 
 def token_embeddings(g: GraphBuilder, dims: ModelDims) -> str:
     """(B, S, hidden): ``input_ids ─► Gather(embed_tokens) ─► ×scale ─► [project_in]``."""
     tokens = g.op("Gather", ["embed_tokens.weight", contract.INPUT_IDS], name="/model/embed_tokens/Gather")
     if dims.embed_scale != 1.0:
-        tokens = g.op("Mul", [tokens, g.constant(dims.embed_scale, np.float32)], name="/model/embed_tokens/Scale")
+        tokens = g.op("Mul", [tokens, g.constant(dims.embed_scale, g.float_dtype)], name="/model/embed_tokens/Scale")
     if dims.has_projection:
         tokens = linear(g, tokens, "project_in", name="/model/project_in")
     return tokens
@@ -343,7 +359,7 @@ def build_decoder_graph(
     (``logits`` is then [B, 1, V]): what the generation operators read, without the
     cost of projecting every prompt token onto the vocabulary.
     """
-    g = GraphBuilder(name, quantized=weights.quantized)
+    g = GraphBuilder(name, quantized=weights.quantized, float_dtype=weights.float_dtype)
     g.initializers.extend(weights.initializers.values())
     _declare_io(g, dims, logits)
     tokens = token_embeddings(g, dims)

@@ -104,7 +104,7 @@ def _gqa_attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
 
 
 def build_engine_graph(dims: ModelDims, weights: WrittenWeights) -> onnx.GraphProto:
-    g = GraphBuilder("decoder_engine", quantized=weights.quantized)
+    g = GraphBuilder("decoder_engine", quantized=weights.quantized, float_dtype=weights.float_dtype)
     g.initializers.extend(weights.initializers.values())
     kv_shape = ["rows", dims.num_heads, "capacity", cache_head_dim(dims.head_dim)]
     g.input(contract.INPUT_IDS, TensorProto.INT32, [1, "tokens"])
@@ -114,15 +114,15 @@ def build_engine_graph(dims: ModelDims, weights: WrittenWeights) -> onnx.GraphPr
     g.input(SEQLENS_K, TensorProto.INT32, ["rows"])
     g.input(TOTAL_SEQUENCE_LENGTH, TensorProto.INT32, [])
     g.input(QUERY_SEQLENS, TensorProto.INT32, ["rows"])
-    g.input(ATTENTION_BIAS, TensorProto.FLOAT, ["bias_rows", 1, "slots", "total_sequence_length"])
+    g.input(ATTENTION_BIAS, g.float_type, ["bias_rows", 1, "slots", "total_sequence_length"])
     g.input(LOGITS_INDEX, TensorProto.INT32, ["picks"])
     for i in range(dims.num_layers):
-        g.input(past_key_name(i), TensorProto.FLOAT, kv_shape)
-        g.input(past_value_name(i), TensorProto.FLOAT, kv_shape)
-    g.output(contract.LOGITS, TensorProto.FLOAT, ["picks", dims.vocab_size])
+        g.input(past_key_name(i), g.float_type, kv_shape)
+        g.input(past_value_name(i), g.float_type, kv_shape)
+    g.output(contract.LOGITS, g.float_type, ["picks", dims.vocab_size])
     for i in range(dims.num_layers):
-        g.output(present_key_name(i), TensorProto.FLOAT, kv_shape)
-        g.output(present_value_name(i), TensorProto.FLOAT, kv_shape)
+        g.output(present_key_name(i), g.float_type, kv_shape)
+        g.output(present_value_name(i), g.float_type, kv_shape)
 
     tokens = token_embeddings(g, dims)
     positions = position_embeddings(g, dims, contract.POSITION_IDS)

@@ -74,16 +74,23 @@ class WeightFile:
 class GraphBuilder:
     """Collects the nodes, initializers, inputs and outputs of one graph."""
 
-    def __init__(self, name: str, weights: WeightFile | None = None, quantized: dict | None = None) -> None:
+    def __init__(self, name: str, weights: WeightFile | None = None, quantized: dict | None = None,
+                 float_dtype: str = "float32") -> None:
         self.name = name
         self.weights = weights
         self.quantized = quantized or {}  # role -> QuantizedLinear, for MatMulNBits
+        self.float_dtype = np.dtype(float_dtype)  # activations, cache and logits: float32 or float16
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
         self._constants: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
         self._node_names: set[str] = set()
+
+    @property
+    def float_type(self) -> int:
+        """The TensorProto element type of the graph's floating-point values."""
+        return helper.np_dtype_to_tensor_dtype(self.float_dtype)
 
     def input(self, name: str, elem_type: int, shape: Sequence[int | str]) -> str:
         self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))

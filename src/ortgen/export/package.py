@@ -49,7 +49,8 @@ from ortgen.export.quantize import QuantConfig
 from ortgen.export.tokenizer_files import has_tokenizer_files, package_tokenizer
 from ortgen.export.weights import DecoderWeights
 from ortgen.package.generation_options import GenerationDefaults
-from ortgen.package.manifest import Architecture, FileEntry, GraphInfo, Manifest, Quantization, TensorSpec, file_entry
+from ortgen.package.manifest import (DTYPES, Architecture, FileEntry, GraphInfo, Manifest, Quantization, TensorSpec,
+                                     file_entry)
 from ortgen.package.prompt_format import PromptFormat
 from ortgen.package.manifest import SpecialTokens as ManifestSpecialTokens
 from ortgen.progress import Progress
@@ -64,6 +65,7 @@ class ExportOptions:
     force: bool = False
     tokenizer: Path | None = None  # take the tokenizer from this directory instead of MODEL's
     quantize: QuantConfig | None = None  # weight-only int8 / int4 (MatMulNBits)
+    dtype: str = "float32"  # or "float16": activations, cache, logits and unquantized weights
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     show_progress: bool = True
 
@@ -173,7 +175,7 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
     weight_file = WeightFile(staging / contract.WEIGHTS_FILE)
     progress = Progress(f"writing {dims.num_layers} layers", dims.num_layers, enabled=options.show_progress)
     try:
-        written = write_decoder_weights(dims, weights, weight_file, progress.update, options.quantize)
+        written = write_decoder_weights(dims, weights, weight_file, progress.update, options.quantize, options.dtype)
     finally:
         weights_sha = weight_file.close()
         progress.close()
@@ -220,7 +222,7 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         special_tokens=ManifestSpecialTokens(
             bos_token_id=dims.bos_token_id, eos_token_id=tokens.eos_token_id, pad_token_id=tokens.pad_token_id
         ),
-        dtype="float32",
+        dtype=options.dtype,
         weights_dtype=written.dtype,
         quantization=(Quantization(options.quantize.bits, options.quantize.block_size,
                                    options.quantize.accuracy_level) if options.quantize else None),
@@ -241,6 +243,8 @@ def export_package(model: str, output: Path | str, options: ExportOptions | None
     options = options or ExportOptions()
     output = Path(output).expanduser().absolute()
     _check_destination(output, options.force)
+    if options.dtype not in DTYPES:
+        raise PackageError(f"--dtype must be one of {', '.join(DTYPES)}; got {options.dtype!r}")
     if options.sampling.temperature <= 0:
         raise PackageError(f"--temperature must be > 0, got {options.sampling.temperature}")
     if not 0 < options.sampling.top_p <= 1:

@@ -8,7 +8,8 @@ inside ONNX Runtime at the first request (an input-name error, a Gather out of b
 worse, running with wrong settings:
 
 - every graph file and tokenizer file the manifest lists exists;
-- each graph's inputs and outputs (names, dtypes) are the manifest's;
+- each graph's inputs and outputs (names, dtypes) are the manifest's, and the decoders' cache
+  and logits are in the manifest's ``dtype``;
 - ``architecture.num_layers`` = the decoders' past inputs, ``vocab_size`` = their logits'
   last dimension and the token embedding's rows, ``max_positions + position_offset`` <= the
   position embedding's rows, ``num_heads`` / ``head_dim`` = the cache's dimensions;
@@ -82,12 +83,16 @@ def _check_decoder(key: str, info: GraphInfo, model: onnx.ModelProto, manifest: 
         raise PackageError(f"ortgen.json: architecture.num_layers is {a.num_layers}, but {info.file} has "
                            f"{layers} layers (past inputs)")
     logits = next((v for v in graph.output if v.name == contract.LOGITS), None)
+    past = next((v for v in graph.input if v.name in (contract.past_name(0), contract.past_key_name(0))), None)
+    for value in (logits, past):
+        if value is not None and _dtype(value) != manifest.dtype:
+            raise PackageError(f"ortgen.json: dtype is {manifest.dtype}, but {info.file}'s {value.name} is "
+                               f"{_dtype(value)}")
     if logits is not None:
         vocab = _dims(logits)[-1]
         if isinstance(vocab, int) and vocab and vocab != a.vocab_size:
             raise PackageError(f"ortgen.json: architecture.vocab_size is {a.vocab_size}, but {info.file} "
                                f"projects onto {vocab} tokens")
-    past = next((v for v in graph.input if v.name in (contract.past_name(0), contract.past_key_name(0))), None)
     if past is not None:
         dims = _dims(past)
         heads, head_dim = (dims[2], dims[4]) if past.name == contract.past_name(0) else (dims[1], dims[3])

@@ -22,7 +22,9 @@ from ortgen.package.prompt_format import PromptFormat
 from ortgen.package.tokenizer_info import TokenizerInfo
 
 FORMAT_VERSION = 1
-WEIGHT_DTYPES = ("float32", "int8", "int4")
+DTYPES = ("float32", "float16")  # activations, KV cache and logits
+QUANTIZED_DTYPES = ("int8", "int4")
+WEIGHT_DTYPES = DTYPES + QUANTIZED_DTYPES
 NORM_POSITIONS = ("pre", "post")
 
 
@@ -174,14 +176,14 @@ class Manifest:
     source: dict[str, Any]
     architecture: Architecture
     special_tokens: SpecialTokens
-    dtype: str
+    dtype: str  # "float32" or "float16": activations, the KV cache, logits (DTYPES)
     graphs: dict[str, GraphInfo]
     weights_file: str
     files: dict[str, FileEntry]
     generation_defaults: GenerationDefaults
     tokenizer: TokenizerInfo | None
     prompt_format: PromptFormat | None = None
-    weights_dtype: str = "float32"  # "float32", "int8" or "int4" (MatMulNBits, weight-only)
+    weights_dtype: str = "float32"  # the dtype when unquantized, else "int8" / "int4" (MatMulNBits, weight-only)
     quantization: Quantization | None = None  # when weights_dtype is int8 / int4
     format_version: int = FORMAT_VERSION
 
@@ -237,17 +239,21 @@ class Manifest:
             if bad:
                 raise PackageError(f"ortgen.json: {where} holds token id {bad[0]}, outside the vocabulary "
                                    f"[0, {vocab}) (architecture.vocab_size)")
-        weights_dtype = f.str("weights_dtype", choices=WEIGHT_DTYPES) if f.has("weights_dtype") else "float32"
+        dtype = f.str("dtype", choices=DTYPES)
+        weights_dtype = f.str("weights_dtype", choices=WEIGHT_DTYPES) if f.has("weights_dtype") else dtype
         quantization = Quantization.from_dict(f.raw("quantization")) if f.has("quantization") else None
-        if (weights_dtype == "float32") != (quantization is None):
+        if (weights_dtype in QUANTIZED_DTYPES) != (quantization is not None):
             raise PackageError(f"ortgen.json: weights_dtype {weights_dtype!r} and quantization "
                                f"{f.raw('quantization')!r} disagree")
+        if quantization is None and weights_dtype != dtype:
+            raise PackageError(f"ortgen.json: weights_dtype {weights_dtype!r} and dtype {dtype!r} disagree "
+                               "(unquantized weights are stored in the package's dtype)")
         return cls(
             ortgen_version=f.str("ortgen_version"),  # type: ignore[arg-type]
             source=f.object("source", default={}),
             architecture=architecture,
             special_tokens=SpecialTokens.from_dict(f.required("special_tokens"), vocab),
-            dtype=f.str("dtype", choices=("float32",)),  # type: ignore[arg-type]
+            dtype=dtype,  # type: ignore[arg-type]
             graphs=graphs,
             weights_file=f.str("weights_file"),  # type: ignore[arg-type]
             files=files,

@@ -45,7 +45,7 @@ class _Entry:
     tokens: np.ndarray  # int32 [q]
     positions: np.ndarray  # int32 [q]
     length: int  # the row's valid length after this step
-    bias: np.ndarray | None  # float32 [q, >= length] or None (causal only)
+    bias: np.ndarray | None  # float32 [q, >= length] (0 or -inf) or None (causal only)
     logits: str  # "all", "last" or "none"
 
 
@@ -76,8 +76,9 @@ class StepBuilder:
     def widest(self) -> int:
         return max((len(e.tokens) for e in self.entries), default=0)
 
-    def build(self, bind_rows: int) -> StepBatch:
-        """Inputs over rows ``[0, bind_rows)`` (every entry's row must be below it)."""
+    def build(self, bind_rows: int, float_dtype: str = "float32") -> StepBatch:
+        """Inputs over rows ``[0, bind_rows)`` (every entry's row must be below it); the attention
+        bias in ``float_dtype``, the graph's."""
         entries = self.entries
         S = self.widest
         T = sum(len(e.tokens) for e in entries)
@@ -89,7 +90,7 @@ class StepBuilder:
         query = np.zeros(bind_rows, np.int32)
         seqlens = np.zeros(bind_rows, np.int32)
         needs_bias = any(e.bias is not None for e in entries)
-        bias = np.zeros((bind_rows if needs_bias else 1, 1, S, total), np.float32)
+        bias = np.zeros((bind_rows if needs_bias else 1, 1, S, total), float_dtype)
         picks: list[np.ndarray] = []
         slices: list[slice] = []
         start = picked = 0
@@ -125,12 +126,13 @@ class StepBuilder:
 class EngineDecoder:
     """One ONNX Runtime session of the engine graph, run over a :class:`KVPool`."""
 
-    def __init__(self, session: ort.InferenceSession, num_layers: int) -> None:
+    def __init__(self, session: ort.InferenceSession, num_layers: int, float_dtype: str = "float32") -> None:
         self.session = session
         self.num_layers = num_layers
+        self.float_dtype = float_dtype  # the graph's cache, attention bias and logits
 
     def run(self, pool: KVPool, batch: StepBatch) -> np.ndarray:
-        """Run one step; returns the logits of the picked tokens, [K, vocab]."""
+        """Run one step; returns the logits of the picked tokens, [K, vocab], in the graph's dtype."""
         io = self.session.io_binding()
         io.bind_output(contract.LOGITS, "cpu")  # first: get_outputs() lists outputs in binding order
         for name, value in batch.inputs.items():

@@ -152,10 +152,10 @@ class Generator:
                 a = self.manifest.architecture
                 info = self.manifest.graphs[contract.DECODER_ENGINE]
                 head_dim = int(info.attributes.get("cache_head_dim", a.head_dim))
-                shape = Scheduler.pool_shape(a.num_layers, a.num_heads, head_dim, self.limits)
+                shape = Scheduler.pool_shape(a.num_layers, a.num_heads, head_dim, self.limits, self.manifest.dtype)
                 device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
-                self._scheduler = Scheduler(EngineDecoder(session, a.num_layers), shape, self.limits,
-                                            self._sequences, device)
+                decoder = EngineDecoder(session, a.num_layers, self.manifest.dtype)
+                self._scheduler = Scheduler(decoder, shape, self.limits, self._sequences, device)
             else:
                 self._sessions.move_to_end(contract.DECODER_ENGINE)
             return self._scheduler
@@ -181,7 +181,13 @@ class Generator:
 
     def plan(self, settings: GenerationSettings) -> tuple[str, str]:
         """(backend, why): "graph" or "engine" for these settings."""
-        return choose_backend(settings, self.manifest.graphs, self.manifest.special_tokens.eos_token_id)
+        backend, why = choose_backend(settings, self.manifest.graphs, self.manifest.special_tokens.eos_token_id)
+        if backend == GRAPH and self.manifest.dtype == "float16" and "CUDAExecutionProvider" not in self.providers:
+            raise GenerationSettingsError(
+                "this package is float16, and ONNX Runtime runs BeamSearch / GreedySearch / Sampling on float16 "
+                "models on the CUDA provider only (their CPU kernels take float32 models): use backend='engine' (the "
+                "default), load the package with providers='cuda', or export it with --dtype float32")
+        return backend, why
 
     def graph_for(self, settings: GenerationSettings) -> str:
         """Which graph of the package runs ``settings``."""

@@ -44,16 +44,21 @@ class PoolShape:
     heads: int
     capacity: int  # positions per row
     head_dim: int  # the cache's (possibly padded) head size
+    dtype: str = "float32"  # the engine graph's cache dtype: float32 or float16
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
 
     @property
     def bytes_per_position(self) -> int:
-        """Keys and values of one position of one row, all layers (float32)."""
-        return 2 * self.layers * self.heads * self.head_dim * 4
+        """Keys and values of one position of one row, all layers."""
+        return 2 * self.layers * self.heads * self.head_dim * self.itemsize
 
     @property
     def row_bytes(self) -> int:
         """One row of one buffer (one layer's keys, say)."""
-        return self.heads * self.capacity * self.head_dim * 4
+        return self.heads * self.capacity * self.head_dim * self.itemsize
 
 
 def round_capacity(positions: int) -> int:
@@ -61,17 +66,17 @@ def round_capacity(positions: int) -> int:
 
 
 class _HostBuffer:
-    """A float32 array over an anonymous mapping whose pages can be handed back."""
+    """An array over an anonymous mapping whose pages can be handed back."""
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        nbytes = int(np.prod(shape)) * 4
+    def __init__(self, shape: tuple[int, ...], dtype: str) -> None:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         try:
             self._map: mmap.mmap | None = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
                                                     | _MAP_NORESERVE)
-            self.array = np.frombuffer(self._map, dtype=np.float32).reshape(shape)
+            self.array = np.frombuffer(self._map, dtype=dtype).reshape(shape)
         except (OSError, ValueError, AttributeError):  # no anonymous mmap here: plain (lazily zeroed) memory
             self._map = None
-            self.array = np.zeros(shape, np.float32)
+            self.array = np.zeros(shape, dtype)
 
     def release_rows(self, start: int, count: int, row_bytes: int) -> None:
         if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
@@ -89,14 +94,14 @@ class KVPool:
         heapq.heapify(self._free)
         self._views: tuple[int, list[tuple[Any, Any]]] | None = None
         if device == "cpu":
-            self._keys = [_HostBuffer(dims) for _ in range(shape.layers)]
-            self._values = [_HostBuffer(dims) for _ in range(shape.layers)]
+            self._keys = [_HostBuffer(dims, shape.dtype) for _ in range(shape.layers)]
+            self._values = [_HostBuffer(dims, shape.dtype) for _ in range(shape.layers)]
             self._device_values: list[tuple[Any, Any]] = []
         else:  # device memory: ONNX Runtime allocates it; bound whole
             self._keys, self._values = [], []
             self._device_values = [
-                (ort.OrtValue.ortvalue_from_shape_and_type(dims, np.float32, device, 0),
-                 ort.OrtValue.ortvalue_from_shape_and_type(dims, np.float32, device, 0))
+                (ort.OrtValue.ortvalue_from_shape_and_type(dims, np.dtype(shape.dtype), device, 0),
+                 ort.OrtValue.ortvalue_from_shape_and_type(dims, np.dtype(shape.dtype), device, 0))
                 for _ in range(shape.layers)]
         log.debug("KV pool: %d rows x %d positions, %.1f MB per row (reserved, committed on use)",
                   shape.rows, shape.capacity, shape.bytes_per_position * shape.capacity / 1e6)

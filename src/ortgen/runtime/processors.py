@@ -158,7 +158,9 @@ class TopP:
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float32 (what transformers' beam search scores with)."""
+    """Row-wise log-softmax in float32 (what transformers' beam search scores with, whatever the
+    model's dtype: it casts float16 logits to float32 first, and so do we)."""
+    logits = logits.astype(np.float32, copy=False)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32, copy=False)
 

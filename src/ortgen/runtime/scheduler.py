@@ -137,12 +137,13 @@ class Scheduler:
         self.step_listeners: list[Callable[[int, int, float], None]] = []  # (rows, tokens, seconds) per step
 
     @classmethod
-    def pool_shape(cls, layers: int, heads: int, head_dim: int, limits: SchedulerLimits) -> PoolShape:
+    def pool_shape(cls, layers: int, heads: int, head_dim: int, limits: SchedulerLimits,
+                   dtype: str = "float32") -> PoolShape:
         """The pool for ``limits`` (resolved): rows = max_requests; each row holds row_capacity
         positions plus the headroom GroupQueryAttention wants for a step's widest row."""
         assert limits.row_capacity is not None
         capacity = round_capacity(limits.row_capacity + limits.prefill_chunk + limits.max_sequences)
-        return PoolShape(layers, limits.max_requests, heads, capacity, head_dim)
+        return PoolShape(layers, limits.max_requests, heads, capacity, head_dim, dtype)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -308,7 +309,7 @@ class Scheduler:
         if not plan:
             return
         hi = max(request.row for request, _ in plan) + 1
-        batch = builder.build(self.pool.bind_rows(hi))
+        batch = builder.build(self.pool.bind_rows(hi), self.decoder.float_dtype)
         started = time.perf_counter()
         logits = self.decoder.run(self.pool, batch)
         seconds = time.perf_counter() - started

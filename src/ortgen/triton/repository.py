@@ -368,6 +368,10 @@ def write_repository(package: Path, output: Path, options: RepositoryOptions, *,
     if output.exists() and replace and not (output / RECORD).is_file():
         raise OrtgenError(f"{output} exists and is not a repository written by `ortgen triton` (no {RECORD}); it is "
                           "never replaced: choose another directory")
+    if options.backend == "onnxruntime" and manifest.dtype == "float16" and options.instance_kind != "gpu":
+        raise OrtgenError("the package is float16, and ONNX Runtime runs BeamSearch / GreedySearch / Sampling on "
+                          "float16 models on the CUDA provider only: write --instance-kind gpu, --backend python (the "
+                          "step engine runs float16 on the CPU too), or export the model with --dtype float32")
     if options.backend == "python" and contract.DECODER_ENGINE not in manifest.graphs:
         raise OrtgenError("the package has no step-engine graph (decoder_engine.onnx): it was exported by an older "
                           "ortgen; re-export it, or write --backend onnxruntime")

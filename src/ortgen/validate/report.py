@@ -97,13 +97,15 @@ class SamplingCheck:
 
 @dataclass
 class QuantizationQuality:
-    """A quantized package measured against the float32 reference (see quantization_check)."""
+    """A float16 or quantized package measured against the float32 reference (see quantization_check)."""
 
     weights: str
     prompts: int
     steps: int  # teacher-forced greedy decisions compared
     greedy_agreement: float
     same_greedy_output: float  # share of prompts with an identical free-running greedy continuation
+    same_best_beam: float  # share of prompts whose best beam (beam search, beam_width beams) is identical
+    beam_width: int
     max_abs_logit_error: float
     mean_abs_logit_error: float
     relative_logit_error: float
@@ -217,13 +219,14 @@ def render(report: Report) -> str:
     q = report.quantization
     if q is not None:
         lines.append("")
-        lines.append(f"quantization ({q.weights} weights vs float32 transformers, {q.prompts} prompts, "
+        lines.append(f"reduced precision ({q.weights} weights vs float32 transformers, {q.prompts} prompts, "
                      f"{q.steps} greedy steps)")
         tol = q.tolerance
         rows = [
             ["greedy agreement (teacher-forced)", f"{q.greedy_agreement:.3f}",
              f">= {tol['min_greedy_agreement']}" if tol else "-"],
             ["same greedy output", f"{q.same_greedy_output:.2f}", "-"],
+            [f"same best beam ({q.beam_width} beams)", f"{q.same_best_beam:.2f}", "-"],
             ["relative logit error", f"{q.relative_logit_error:.4f}",
              f"<= {tol['max_relative_logit_error']}" if tol else "-"],
             ["mean |logit diff|", f"{q.mean_abs_logit_error:.4f}", "-"],

@@ -81,8 +81,8 @@ def build_suite(generator: Generator, prompts: list | None, settings: list[dict[
 
 def _validate_quantized(generator: Generator, reference: Reference, report: Report, prompts: list | None,
                         fast: bool, started: float) -> Report:
-    """int8/int4 weights move every logit a little: token-for-token parity is a float32 promise.
-    A quantized package is held to its weight type's stated quality instead."""
+    """float16 / int8 / int4 weights move every logit a little: token-for-token parity is a float32
+    promise. Such a package is held to its weight type's stated quality instead."""
     weights = generator.manifest.weights_dtype
     suite = build_suite(generator, prompts, [{"name": "greedy", "max_new_tokens": 24}], fast, draws=0)
     report.notes = suite.notes + [
