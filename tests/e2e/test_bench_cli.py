@@ -18,6 +18,7 @@ def test_quick_bench_runs_every_system_and_writes_the_report(tmp_path, capsys):
     assert code == 0
     result = json.loads((out / "bench.json").read_text())
     assert (out / "bench.md").read_text() in printed
+    assert "Step engine, per decoder call" in printed
     rows = {(m["model"], m["workload"], m["system"]): m for m in result["measurements"]}
     ortgen = [f"ortgen {b} {w}" for b in ("in-graph op", "step engine") for w in ("fp32", "int8")]
     # a quick run labels its tiny models as what they are, not as the real shapes
@@ -29,6 +30,12 @@ def test_quick_bench_runs_every_system_and_writes_the_report(tmp_path, capsys):
                 m = rows[(model, workload, system)]
                 assert m["seconds"] > 0 and m["floor_seconds"] > 0 and m["speedup_vs_transformers"] > 0
                 assert 0 < m["memory_gb"] < 4  # measured in a process of its own
+                profile = m["step_profile"]
+                if "step engine" in system:  # a quick workload decodes 8 new tokens: 8 decoder calls
+                    assert profile["steps"] == 8 and profile["decoder_ms_per_step"] > 0
+                    assert profile["host_ms_per_step"] > 0
+                else:
+                    assert profile is None
     # CTranslate2 cannot load BioGPT: it runs on the GPT-2 shape only
     assert ("gpt2-tiny (quick)", "W1", "CTranslate2 int8") in rows
     assert not any(k[0] == "demo (quick)" and k[2].startswith("CTranslate2") for k in rows)
@@ -67,6 +74,7 @@ def test_quick_throughput_bench_compares_the_scheduler_with_one_at_a_time(tmp_pa
         assert mine["requests_per_second"] > 0 and mine["latency_p99"] >= mine["latency_p50"] > 0
         assert mine["first_token_p50"] is not None
         assert "ortgen one at a time" in mine["speedups"]
+        assert 0 < mine["host_share"] < 1  # part of the wall time is ONNX Runtime's, the rest the host's
     assert rows[("C1", "ortgen scheduler")]["floor_seconds"] > 0  # together: a floor; Poisson: none
     assert rows[("C2", "ortgen scheduler")]["floor_seconds"] is None
     assert rows[("C1", "ortgen scheduler")]["mean_rows_per_step"] > 1

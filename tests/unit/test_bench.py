@@ -23,6 +23,15 @@ def test_floor_is_the_prompt_once_plus_each_step_bound_by_compute_or_bytes():
     assert floor_seconds(w, cost, rates, "int8") == pytest.approx(int8)
 
 
+def test_step_profile_splits_each_run_into_onnx_runtime_and_host_time_per_step():
+    from ortgen.bench.runner import step_profile
+
+    runs = [(1.0, {"steps": 10, "decoder_seconds": 0.8}), (1.2, {"steps": 10, "decoder_seconds": 0.9}),
+            (3.0, {"steps": 10, "decoder_seconds": 1.0})]
+    assert step_profile(runs) == {"steps": 10, "decoder_ms_per_step": 90.0, "host_ms_per_step": 30.0}
+    assert step_profile([]) is None and step_profile([(1.0, {"steps": 0, "decoder_seconds": 0.0})]) is None
+
+
 def test_workloads_match_the_issue():
     assert [(w.prompt_tokens, w.new_tokens, w.num_beams, w.batch) for w in WORKLOADS.values()] == [
         (64, 64, 5, 1), (512, 64, 5, 1), (128, 64, 1, 8)]

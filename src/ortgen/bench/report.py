@@ -45,8 +45,22 @@ def markdown(result: dict[str, Any]) -> str:
     if result["measurements"]:
         lines.append("Workloads: " + "; ".join(f"{k}: {v}" for k, v in result["workloads"].items()) + ".")
     lines.extend(head_to_head(result["measurements"]))
+    lines.extend(step_profiles(result["measurements"]))
     lines.extend(throughput_markdown(result.get("throughput", []), result.get("throughput_workloads", {})))
     return "\n".join(lines) + "\n"
+
+
+def step_profiles(measurements: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: where the step engine's time per decoding step goes (medians of the timed runs)."""
+    rows = [f"| {m['model']} | {m['workload']} | {m['system']} | {p['steps']:g} | {p['decoder_ms_per_step']:.2f} | "
+            f"{p['host_ms_per_step']:.2f} | {p['host_ms_per_step'] / max(p['decoder_ms_per_step'], 1e-9):.2f} |"
+            for m in measurements if (p := m.get("step_profile"))]
+    if not rows:
+        return []
+    return ["", "Step engine, per decoder call: milliseconds inside ONNX Runtime's run (kernels; on a GPU also "
+            "the inputs' and logits' copies) and on the host around it (scheduling, search, logits processors):", "",
+            "| model | workload | system | decoder calls | ms in ONNX Runtime | ms on the host | host / ONNX Runtime |",
+            "|---|---|---|---:|---:|---:|---:|", *rows]
 
 
 # (system, baseline) name prefixes compared at the same weight precision

@@ -37,6 +37,7 @@ class Measurement:
     floor_seconds: float | None = None
     speedup_vs_transformers: float | None = None  # over transformers_baseline(weights)
     ratio_to_floor: float | None = None
+    step_profile: dict[str, float] | None = None  # step engine: decoder steps, ms per step in ONNX Runtime / host
 
 
 def transformers_baseline(weights: str) -> str:
@@ -72,10 +73,34 @@ def _timed(system: System, workload: Workload, prompts: list[list[int]]) -> floa
     return time.perf_counter() - started
 
 
+def step_profile(runs: list[tuple[float, dict[str, float]]]) -> dict[str, float] | None:
+    """Medians over timed runs of (wall seconds, the step engine's profile): decoder steps, and per
+    step the milliseconds inside ONNX Runtime's run (kernels, and on a GPU the copies in and out)
+    and on the host around it (scheduling, search, logits processors)."""
+    runs = [(wall, p) for wall, p in runs if p and p["steps"]]
+    if not runs:
+        return None
+    return {
+        "steps": statistics.median(p["steps"] for _, p in runs),
+        "decoder_ms_per_step": round(statistics.median(1000 * p["decoder_seconds"] / p["steps"] for _, p in runs), 3),
+        "host_ms_per_step": round(statistics.median(1000 * (wall - p["decoder_seconds"]) / p["steps"]
+                                                    for wall, p in runs), 3),
+    }
+
+
 def bench_model(model: BenchModel, workloads: Sequence[Workload], system_names: Sequence[str], repeats: int,
                 rates: MachineRates, alternate: bool, device: str = "cpu", memory: bool = True) -> list[Measurement]:
     systems = systems_for(model, system_names, device)
     runs: dict[tuple[str, str], list[float]] = {}
+    profiles: dict[tuple[str, str], list[tuple[float, dict[str, float]]]] = {}
+
+    def timed_run(system: System, workload: Workload, prompts: list[list[int]], r: int) -> None:
+        seconds = _timed(system, workload, prompts)
+        runs.setdefault((system.name, workload.name), []).append(seconds)
+        if system.last_profile is not None:
+            profiles.setdefault((system.name, workload.name), []).append((seconds, system.last_profile))
+        log.info("%s %s %s run %d: %.2fs", model.name, workload.name, system.name, r + 1, seconds)
+
     if alternate:
         for system in systems:
             log.info("%s: loading %s", model.name, system.name)
@@ -86,9 +111,7 @@ def bench_model(model: BenchModel, workloads: Sequence[Workload], system_names: 
                 _timed(system, workload, prompts)
             for r in range(repeats):
                 for system in systems:
-                    seconds = _timed(system, workload, prompts)
-                    runs.setdefault((system.name, workload.name), []).append(seconds)
-                    log.info("%s %s %s run %d: %.2fs", model.name, workload.name, system.name, r + 1, seconds)
+                    timed_run(system, workload, prompts, r)
         for system in systems:
             system.teardown()
     else:
@@ -99,9 +122,7 @@ def bench_model(model: BenchModel, workloads: Sequence[Workload], system_names: 
                 prompts = workload.prompts(model.vocab_size, model.first_token)
                 _timed(system, workload, prompts)
                 for r in range(repeats):
-                    seconds = _timed(system, workload, prompts)
-                    runs.setdefault((system.name, workload.name), []).append(seconds)
-                    log.info("%s %s %s run %d: %.2fs", model.name, workload.name, system.name, r + 1, seconds)
+                    timed_run(system, workload, prompts, r)
             system.teardown()
 
     peaks: dict[tuple[str, str], float | None] = {}
@@ -131,6 +152,7 @@ def bench_model(model: BenchModel, workloads: Sequence[Workload], system_names: 
                 floor_seconds=float(f"{floor:.4g}") if floor else None,
                 speedup_vs_transformers=round(base_median / median, 2) if base_median else None,
                 ratio_to_floor=round(median / floor, 2) if floor else None,
+                step_profile=step_profile(profiles.get((system.name, workload.name), [])),
             ))
     return measurements
 

@@ -20,6 +20,7 @@ from ortgen.bench.workloads import Workload
 class System(Protocol):
     name: str  # e.g. "ortgen engine int8"
     dtype: str
+    last_profile: dict[str, float] | None  # the step engine's last run: decoder steps and seconds inside them
 
     def spec(self) -> dict[str, Any]: ...  # rebuilds the system in another process (system_from_spec)
 
@@ -39,6 +40,8 @@ def short_dtype(dtype: str) -> str:
 
 class TransformersSystem:
     """transformers' generate() in ``dtype`` (float32 or float16) on ``device``, all cores."""
+
+    last_profile = None
 
     def __init__(self, model_dir: Path, pad_token_id: int, eos_token_id: int, device: str = "cpu",
                  dtype: str = "float32") -> None:
@@ -92,6 +95,7 @@ class OrtgenSystem:
         label = {"graph": "in-graph op", "engine": "step engine"}[backend]
         self.name = f"ortgen {label} {short_dtype(self.dtype)}"
         self.generator = None
+        self.last_profile: dict[str, float] | None = None
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "ortgen", "package_dir": str(self.package_dir), "backend": self.backend, "device": self.device}
@@ -107,10 +111,14 @@ class OrtgenSystem:
         self.generator = Generator.load(self.package_dir, providers=self.device, max_sessions=1)
 
     def run(self, workload: Workload, prompts: list[list[int]]) -> None:
+        stats = self.generator.scheduler.stats if self.backend == "engine" else None
+        before = (stats.steps, stats.step_seconds) if stats else (0, 0.0)
         result = self.generator.generate(input_ids=prompts, num_beams=workload.num_beams,
                                          max_new_tokens=workload.new_tokens, min_new_tokens=workload.new_tokens,
                                          backend=self.backend)
         assert all(len(s.token_ids) == workload.new_tokens for g in result.sequences for s in g)
+        if stats is not None:  # where a step's time goes: inside ONNX Runtime's run, or on the host around it
+            self.last_profile = {"steps": stats.steps - before[0], "decoder_seconds": stats.step_seconds - before[1]}
 
     def teardown(self) -> None:
         self.generator = None
@@ -119,6 +127,8 @@ class OrtgenSystem:
 
 class CTranslate2System:
     """CTranslate2's Generator on a converted copy of the model (GPT-2 / OPT only: it has no BioGPT)."""
+
+    last_profile = None
 
     def __init__(self, ct2_dir: Path, compute_type: str, device: str = "cpu") -> None:
         self.ct2_dir, self.compute_type, self.device = ct2_dir, compute_type, device

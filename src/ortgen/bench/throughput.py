@@ -94,6 +94,7 @@ class ThroughputResult:
     speedups: dict[str, float] = field(default_factory=dict)  # requests/s over each other system's
     tokens_identical: bool | None = None  # concurrent vs one at a time (ortgen)
     mean_rows_per_step: float | None = None
+    host_share: float | None = None  # ortgen scheduler: share of the wall time outside ONNX Runtime's runs
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -122,7 +123,8 @@ def run_ortgen_concurrent(generator, model: BenchModel, w: ThroughputWorkload, p
                           ) -> tuple[ThroughputResult, list[list[list[int]]]]:
     """Submit each request at its arrival time (a thread) and wait for all."""
     handles: list[Any] = [None] * w.requests
-    stats_before = (generator.scheduler.stats.steps, generator.scheduler.stats.step_rows)
+    stats_before = (generator.scheduler.stats.steps, generator.scheduler.stats.step_rows,
+                    generator.scheduler.stats.step_seconds)
     start = time.perf_counter()
 
     def arrive() -> None:
@@ -140,6 +142,7 @@ def run_ortgen_concurrent(generator, model: BenchModel, w: ThroughputWorkload, p
     stats = generator.scheduler.stats
     steps, rows = stats.steps - stats_before[0], stats.step_rows - stats_before[1]
     result.mean_rows_per_step = round(rows / steps, 2) if steps else None
+    result.host_share = round(1 - (stats.step_seconds - stats_before[2]) / result.seconds, 4)
     return result, [[s.token_ids for s in o.sequences] for o in outputs]
 
 
@@ -263,8 +266,11 @@ def markdown(results: list[dict[str, Any]], workloads: dict[str, str]) -> list[s
         lines.append(f"| {r['model']} | {r['workload']} | {r['system']} | {r['seconds']:.3g} | "
                      f"{r['requests_per_second']:.3g} | {r['tokens_per_second']:.1f} | {ttft} | "
                      f"{r['latency_p50']:.3g} | {r['latency_p99']:.3g} | {speedup} | {floor} |")
-    identical = [f"{k[1]}: {'identical' if v['tokens_identical'] else 'DIFFERENT'}" for k, v in by_key.items()]
+    identical = [f"{k[0]} {k[1]}: {'identical' if v['tokens_identical'] else 'DIFFERENT'}" for k, v in by_key.items()]
+    host = [f"{k[0]} {k[1]} {v['host_share']:.1%}" for k, v in by_key.items() if v.get("host_share") is not None]
     lines += ["", "Scheduler speed-up: the scheduler's requests/s over that row's. Tokens of the scheduler vs one at "
-              "a time: " + ", ".join(identical) + ".",
+              "a time: " + ", ".join(identical) + "."
+              + (" Scheduler's wall time outside ONNX Runtime's runs (host: scheduling, search, processors): "
+                 + ", ".join(host) + "." if host else ""),
               "Workloads: " + "; ".join(f"{k}: {v}" for k, v in workloads.items()) + "."]
     return lines
