@@ -83,3 +83,20 @@ def test_scheduler_on_cuda_gives_each_request_what_it_gets_alone(zoo):
         together = [[s.token_ids for s in h.result().sequences] for h in handles]
         assert generator.scheduler.pool.device == "cuda"
     assert together == alone
+
+
+def test_best_tokens_on_cuda_choose_what_whole_rows_choose(zoo):
+    """On the GPU the best-tokens path keeps [rows, vocab] logits on the device; same tokens as whole rows."""
+    _, lines = zoo.trained("biogpt")
+    prompts = corpus_prompts(lines)
+    for weights in ("float32", "float16"):
+        with Generator.load(zoo.trained_package("biogpt", weights), providers="cuda") as generator:
+            runs = {}
+            for fetch in (True, False):
+                generator.scheduler.fetch_best_tokens = fetch
+                before = generator.scheduler.stats.best_token_steps
+                tokens = _tokens(generator.generate(input_ids=prompts, max_new_tokens=16, num_beams=4,
+                                                    num_return_sequences=2))
+                runs[fetch] = (tokens, generator.scheduler.stats.best_token_steps - before)
+        assert runs[True][1] > 0 and runs[False][1] == 0
+        assert runs[True][0] == runs[False][0], weights

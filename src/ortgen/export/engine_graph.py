@@ -23,6 +23,11 @@ from the same weights with:
   prompt, the other sequences' tokens from each one (see :mod:`ortgen.runtime.paths`);
 - logits only where they are used (``logits_index``: K packed tokens): a 512-token prompt costs
   one vocabulary projection, not 512;
+- and, besides the logits, each picked row's ``best_k`` largest logits with their token ids and
+  the row's log-sum-exp (float32): all that beam search and greedy search need of a row when no
+  logits processor (other than the EOS bans of min_length / min_new_tokens) must see the whole
+  row, so the scheduler fetches these few values instead of ``[K, vocab]`` logits (on a GPU, the
+  vocabulary-wide log-softmax and top-k stay on the device);
 - any head_dim: GroupQueryAttention's CPU kernel needs a multiple of 8, so other head sizes
   are padded with zero dimensions around it (keys and queries gain zeros, which leave every dot
   product unchanged; the padded output dimensions are dropped) and the softmax keeps the real
@@ -33,11 +38,13 @@ from the same weights with:
     position_ids [1,T] ─► pos emb ┘     ─► [pad head_dim] ─► GroupQueryAttention (past_key_i/past_value_i,
                                            seqlens_k, query_seqlens, attention_bias) ─► [rows,S,H]
                                         ─► Gather token_slots ─► [1,T,H] ─► out proj ─► MLP (T tokens)
-    logits_index [K] ─► Gather hidden ─► lm_head ─► logits [K, vocab]
+    logits_index [K] ─► Gather hidden ─► lm_head ─► logits [K, vocab] ─┬► TopK(best_k) ─► best_logits, best_ids
+                                                                        └► ReduceLogSumExp ─► logsumexp [K, 1]
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
@@ -47,6 +54,10 @@ from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder
 from ortgen.package import contract
 from ortgen.package.contract import (
     ATTENTION_BIAS,
+    BEST_IDS,
+    BEST_K,
+    BEST_LOGITS,
+    LOGSUMEXP,
     LOGITS_INDEX,
     QUERY_SEQLENS,
     SEQLENS_K,
@@ -116,10 +127,14 @@ def build_engine_graph(dims: ModelDims, weights: WrittenWeights) -> onnx.GraphPr
     g.input(QUERY_SEQLENS, TensorProto.INT32, ["rows"])
     g.input(ATTENTION_BIAS, g.float_type, ["bias_rows", 1, "slots", "total_sequence_length"])
     g.input(LOGITS_INDEX, TensorProto.INT32, ["picks"])
+    g.input(BEST_K, TensorProto.INT64, [1])
     for i in range(dims.num_layers):
         g.input(past_key_name(i), g.float_type, kv_shape)
         g.input(past_value_name(i), g.float_type, kv_shape)
     g.output(contract.LOGITS, g.float_type, ["picks", dims.vocab_size])
+    g.output(BEST_LOGITS, TensorProto.FLOAT, ["picks", "best_k"])
+    g.output(BEST_IDS, TensorProto.INT64, ["picks", "best_k"])
+    g.output(LOGSUMEXP, TensorProto.FLOAT, ["picks", 1])
     for i in range(dims.num_layers):
         g.output(present_key_name(i), g.float_type, kv_shape)
         g.output(present_value_name(i), g.float_type, kv_shape)
@@ -131,7 +146,19 @@ def build_engine_graph(dims: ModelDims, weights: WrittenWeights) -> onnx.GraphPr
     flat = g.op("Reshape", [hidden, g.constant([-1, dims.hidden_size])], name="/model/picks/Flatten")
     picked = g.op("Gather", [flat, LOGITS_INDEX], name="/model/picks/Gather", axis=0)  # (K, hidden)
     lm_head(g, dims, picked, weights.initializers)
+    _best_tokens(g)
     return g.build()
+
+
+def _best_tokens(g: GraphBuilder) -> None:
+    """``best_logits`` / ``best_ids`` (TopK: largest first, ties in token order, as NumPy's stable
+    choice over the whole row) and ``logsumexp`` of every picked row, in float32."""
+    logits = contract.LOGITS
+    if g.float_dtype != np.float32:
+        logits = g.op("Cast", [logits], name="/model/best/ToFloat32", to=TensorProto.FLOAT)
+    g.node("TopK", [logits, BEST_K], name="/model/best/TopK", outputs=[BEST_LOGITS, BEST_IDS], axis=-1, largest=1,
+           sorted=1)
+    g.node("ReduceLogSumExp", [logits], name="/model/best/LogSumExp", outputs=[LOGSUMEXP], axes=[-1], keepdims=1)
 
 
 def engine_attributes(dims: ModelDims) -> dict[str, int]:

@@ -34,6 +34,12 @@ TOTAL_SEQUENCE_LENGTH = "total_sequence_length"  # int32 scalar: the longest row
 QUERY_SEQLENS = "query_seqlens"  # int32 [rows]: new tokens of each row in this call (0: untouched)
 ATTENTION_BIAS = "attention_bias"  # float [rows or 1, 1, slots, total]: 0 visible, -inf hidden
 LOGITS_INDEX = "logits_index"  # int32 [picks]: which packed tokens give logits
+# What a search without (or with only EOS-banning) logits processors needs of a picked row, so that
+# the whole [picks, vocab] logits need not leave the device (packages exported before lack them)
+BEST_K = "best_k"  # int64 [1]: how many of each picked row's largest logits to return (1 <= best_k <= vocab)
+BEST_LOGITS = "best_logits"  # float32 [picks, best_k]: those logits, largest first (ties: lower token id first)
+BEST_IDS = "best_ids"  # int64 [picks, best_k]: their token ids
+LOGSUMEXP = "logsumexp"  # float32 [picks, 1]: log(sum(exp(logits))) of the row: log-probability = logit - it
 
 
 def past_key_name(layer: int) -> str:

@@ -11,7 +11,10 @@ a chunk of a prompt being prefilled, or the next token of each of a request's se
     query_seqlens      [256, 0, 0, 5, 0, 1]   (rows without an entry get nothing)
     logits_index       [255, 256..260, 261]   (prompt chunks give logits only after their last token)
 
-and :class:`EngineDecoder` binds them with the pool's cache buffers (in place) and runs.
+and :class:`EngineDecoder` binds them with the pool's cache buffers (in place) and runs, fetching
+either the picked rows' whole logits or, when every search of the step can choose from a few
+candidates (:func:`ortgen.runtime.search.best_k`), only each row's ``best_k`` largest logits, their
+ids and log-sum-exp: on a GPU the ``[picks, vocab]`` logits then never leave the device.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ import onnxruntime as ort
 from ortgen.package import contract
 from ortgen.package.contract import (
     ATTENTION_BIAS,
+    BEST_IDS,
+    BEST_K,
+    BEST_LOGITS,
+    LOGSUMEXP,
     LOGITS_INDEX,
     QUERY_SEQLENS,
     SEQLENS_K,
@@ -37,6 +44,7 @@ from ortgen.package.contract import (
     present_value_name,
 )
 from ortgen.runtime.kv_pool import KVPool
+from ortgen.runtime.search import BestTokens
 
 
 @dataclass
@@ -130,17 +138,29 @@ class EngineDecoder:
         self.session = session
         self.num_layers = num_layers
         self.float_dtype = float_dtype  # the graph's cache, attention bias and logits
+        outputs = {o.name: o for o in session.get_outputs()}
+        self.vocab_size = int(outputs[contract.LOGITS].shape[-1])
+        self.has_best = BEST_IDS in outputs  # packages exported before the best_* outputs lack them
+        self._takes_best_k = any(i.name == BEST_K for i in session.get_inputs())
 
-    def run(self, pool: KVPool, batch: StepBatch) -> np.ndarray:
-        """Run one step; returns the logits of the picked tokens, [K, vocab], in the graph's dtype."""
+    def run(self, pool: KVPool, batch: StepBatch, best_k: int | None = None) -> np.ndarray | BestTokens:
+        """Run one step. Returns the picked rows' logits, [K, vocab] in the graph's dtype; or, with
+        ``best_k`` (the graph must have the best_* outputs), their ``best_k`` best tokens."""
         io = self.session.io_binding()
-        io.bind_output(contract.LOGITS, "cpu")  # first: get_outputs() lists outputs in binding order
+        fetched = [contract.LOGITS] if best_k is None else [BEST_LOGITS, BEST_IDS, LOGSUMEXP]
+        for name in fetched:  # first: get_outputs() lists outputs in binding order
+            io.bind_output(name, "cpu")
         for name, value in batch.inputs.items():
             io.bind_cpu_input(name, np.ascontiguousarray(value))
+        if self._takes_best_k:
+            io.bind_cpu_input(BEST_K, np.array([min(best_k or 1, self.vocab_size)], np.int64))
         for layer, (key, value) in enumerate(pool.ort_values(batch.rows)):
             io.bind_ortvalue_input(past_key_name(layer), key)
             io.bind_ortvalue_input(past_value_name(layer), value)
             io.bind_ortvalue_output(present_key_name(layer), key)
             io.bind_ortvalue_output(present_value_name(layer), value)
         self.session.run_with_iobinding(io)
-        return io.get_outputs()[0].numpy()
+        values = [value.numpy() for value in io.get_outputs()[:len(fetched)]]
+        if best_k is None:
+            return values[0]
+        return BestTokens(values[0], values[1], values[2], self.vocab_size)

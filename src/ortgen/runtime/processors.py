@@ -93,8 +93,12 @@ class MinLength:
     min_length: int
     eos_token_ids: list[int]
 
+    def bans_eos(self, length: int) -> bool:
+        """Whether rows of ``length`` tokens (prompt included) may not end yet."""
+        return length < self.min_length
+
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        if input_ids.shape[1] < self.min_length:
+        if self.bans_eos(input_ids.shape[1]):
             scores[:, self.eos_token_ids] = NEG_INF
         return scores
 
@@ -107,8 +111,12 @@ class MinNewTokens:
     min_new_tokens: int
     eos_token_ids: list[int]
 
+    def bans_eos(self, length: int) -> bool:
+        """Whether rows of ``length`` tokens (prompt included) may not end yet."""
+        return length - self.prompt_length < self.min_new_tokens
+
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        if input_ids.shape[1] - self.prompt_length < self.min_new_tokens:
+        if self.bans_eos(input_ids.shape[1]):
             scores[:, self.eos_token_ids] = NEG_INF
         return scores
 

@@ -50,7 +50,7 @@ from ortgen.runtime.kv_pool import KVPool, PoolShape, round_capacity
 from ortgen.runtime.paths import Paths
 from ortgen.runtime.request import RequestHandle, RequestOutput, _Progress, cancelled_error
 from ortgen.runtime.results import GeneratedSequence
-from ortgen.runtime.search import Hypothesis, Search, SearchSpec, make_search
+from ortgen.runtime.search import BestTokens, Hypothesis, Search, SearchSpec, best_k, make_search
 from ortgen.runtime.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,9 @@ class Scheduler:
         self.running_sequences = 0
         self.stats = SchedulerStats()
         self.step_listeners: list[Callable[[int, int, float], None]] = []  # (rows, tokens, seconds) per step
+        # fetch only each picked row's best tokens when every search of a step can do with them
+        # (off: whole logits rows always; tests compare the two)
+        self.fetch_best_tokens = True
 
     @classmethod
     def pool_shape(cls, layers: int, heads: int, head_dim: int, limits: SchedulerLimits,
@@ -310,10 +313,12 @@ class Scheduler:
             return
         hi = max(request.row for request, _ in plan) + 1
         batch = builder.build(self.pool.bind_rows(hi), self.decoder.float_dtype)
+        k = self._best_k(plan)
         started = time.perf_counter()
-        logits = self.decoder.run(self.pool, batch)
+        logits = self.decoder.run(self.pool, batch, k)
         seconds = time.perf_counter() - started
         self.stats.record_step(seconds, batch.tokens, len(plan))
+        self.stats.best_token_steps += k is not None
         for listener in self.step_listeners:
             listener(len(plan), batch.tokens, seconds)
         for (request, kind), rows in zip(plan, batch.logit_slices):
@@ -321,14 +326,31 @@ class Scheduler:
                 continue
             if kind == "last chunk":
                 request.search = make_search(request.prompt, request.spec)
-                request.search.first(logits[rows][0])
+                if isinstance(logits, BestTokens):
+                    request.search.first_best(logits.rows(rows))
+                else:
+                    request.search.first(logits[rows][0])
                 request.handle.timings.first_token = time.perf_counter()
             else:
                 assert request.search is not None
-                request.search.step(logits[rows])
+                if isinstance(logits, BestTokens):
+                    request.search.step_best(logits.rows(rows))
+                else:
+                    request.search.step(logits[rows])
             self._publish(request)
             if request.search.done:
                 self._complete(request)
+
+    def _best_k(self, plan: Sequence[tuple[_Request, str]]) -> int | None:
+        """How many best tokens per picked row the step fetches instead of whole logits rows: the
+        most any of its searches needs; None (whole rows) when one of them needs whole rows, when
+        no row is picked, or when the graph lacks the best_* outputs (or ``fetch_best_tokens`` is off)."""
+        if not (self.decoder.has_best and self.fetch_best_tokens):
+            return None
+        needs = [best_k(request.spec) for request, kind in plan if kind != "chunk"]
+        if not needs or any(k is None for k in needs):
+            return None
+        return max(needs)  # type: ignore[type-var]
 
     def _publish(self, request: _Request) -> None:
         search = request.search
@@ -373,6 +395,7 @@ class SchedulerStats:
     rejected: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    best_token_steps: int = 0  # steps that fetched only each picked row's best tokens
 
     def record_step(self, seconds: float, tokens: int, rows: int) -> None:
         self.steps += 1

@@ -6,6 +6,8 @@ with the logits of its request's rows, whatever else ran in the same decoder cal
 
     first(logits [V])          the logits after the prompt's last token: choose the first tokens
     step(logits [width, V])    the logits after each sequence's latest token: choose the next ones
+    first_best / step_best     the same from only the rows' largest logits (BestTokens), for the
+                               searches :func:`best_k` says can do without the whole rows
     feed()                     the tokens (and, for beam search, each one's parent) to run next
     done / hypotheses()        finished? the results, best first
 
@@ -30,9 +32,51 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ortgen.runtime.processors import LogitsProcessor, apply, log_softmax
+from ortgen.runtime.processors import NEG_INF, LogitsProcessor, MinLength, MinNewTokens, apply, log_softmax
 
 NEG = np.float32(-1.0e9)
+
+
+@dataclass(frozen=True)
+class BestTokens:
+    """Rows' ``k`` largest logits, largest first (ties: lower token id first), their token ids and
+    each row's log-sum-exp (so that log-probability = logit - logsumexp): what greedy and beam
+    search need of a row when no logits processor must see all of it (decoder_engine.onnx's
+    ``best_*`` outputs)."""
+
+    logits: np.ndarray  # float32 [rows, k]
+    ids: np.ndarray  # int64 [rows, k]
+    logsumexp: np.ndarray  # float32 [rows, 1]
+    vocab_size: int
+
+    def rows(self, rows: slice) -> "BestTokens":
+        return BestTokens(self.logits[rows], self.ids[rows], self.logsumexp[rows], self.vocab_size)
+
+    def repeated(self, n: int) -> "BestTokens":
+        """Row 0, ``n`` times (a prompt's one row of logits, for each of its sequences)."""
+        return BestTokens(np.repeat(self.logits[:1], n, axis=0), np.repeat(self.ids[:1], n, axis=0),
+                          np.repeat(self.logsumexp[:1], n, axis=0), self.vocab_size)
+
+
+_EOS_BANS = (MinLength, MinNewTokens)
+
+
+def best_k(spec: "SearchSpec") -> int | None:
+    """How many of each row's largest logits the search needs per step, or None when it needs the
+    whole rows: greedy and beam search can choose from a row's best tokens alone when nothing else
+    looks at the row (no sampling, no log-probabilities, no logits processor but the EOS bans of
+    min_length / min_new_tokens, whose banned ids the choice then skips: ``k`` leaves room for them)."""
+    if spec.do_sample or spec.logprobs is not None or not all(isinstance(p, _EOS_BANS) for p in spec.processors):
+        return None
+    chosen = max(2, 1 + len(spec.eos_token_ids)) * spec.num_beams if spec.num_beams > 1 else 1
+    return chosen + (len(spec.eos_token_ids) if spec.processors else 0)
+
+
+def _ban_eos(spec: "SearchSpec", length: int, best: BestTokens, scores: np.ndarray) -> np.ndarray:
+    """``scores`` (aligned with ``best.ids``) with the EOS candidates at -inf when a ban holds at ``length``."""
+    if any(p.bans_eos(length) for p in spec.processors):  # type: ignore[attr-defined] - best_k admits only bans
+        scores = np.where(np.isin(best.ids, spec.eos_token_ids), NEG_INF, scores)
+    return scores
 
 
 @dataclass(frozen=True)
@@ -126,18 +170,30 @@ class SampleSearch:
         self.step(np.repeat(logits[None, :], self.width, axis=0))
 
     def step(self, logits: np.ndarray) -> None:
-        spec, n = self.spec, self.width
+        spec = self.spec
         scores = apply(spec.processors, self.history[:, :self.cur], logits.astype(np.float32, copy=True))
         if spec.do_sample:
             noisy = np.where(np.isfinite(scores), scores + _gumbel(self.rng, scores.shape), -np.inf)
             tokens = np.argmax(noisy, axis=-1)
         else:
             tokens = np.argmax(scores, axis=-1)
-        emitted = self.unfinished.copy()
         if spec.logprobs is not None:
             for row, record in enumerate(_logprob_records(log_softmax(scores), tokens, spec.logprobs)):
-                if emitted[row]:
+                if self.unfinished[row]:
                     self.logprobs[row].append(record)
+        self._advance(tokens)
+
+    def first_best(self, best: BestTokens) -> None:
+        self.step_best(best.repeated(self.width))
+
+    def step_best(self, best: BestTokens) -> None:
+        """Greedy from each row's best logits: the largest after the EOS bans, lowest id on ties, as
+        ``argmax`` over the whole row."""
+        scores = _ban_eos(self.spec, self.cur, best, best.logits)
+        self._advance(best.ids[np.arange(self.width), np.argmax(scores, axis=-1)])
+
+    def _advance(self, tokens: np.ndarray) -> None:
+        spec, n = self.spec, self.width
         tokens = np.where(self.unfinished, tokens, spec.pad_token_id)
         self.history[:, self.cur] = tokens
         self.cur += 1
@@ -226,8 +282,8 @@ class BeamSearch:
     def first(self, logits: np.ndarray) -> None:
         self.step(np.repeat(logits[None, :], self.width, axis=0))
 
-    def step(self, logits: np.ndarray) -> None:  # noqa: C901 - one iteration of transformers' loop
-        spec, nb, K, cur, P = self.spec, self.width, self.K, self.cur, self.prompt_length
+    def step(self, logits: np.ndarray) -> None:
+        spec, nb, K, cur = self.spec, self.width, self.K, self.cur
         V = logits.shape[-1]
         flat_running = self.running[:, :, :cur].reshape(nb, cur)
         log_probs = apply(spec.processors, flat_running, log_softmax(logits))
@@ -240,6 +296,27 @@ class BeamSearch:
             top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
         else:
             top, top_scores = _top_k(accumulated, K)
+        self._advance(top, top_scores, V, log_probs)
+
+    def first_best(self, best: BestTokens) -> None:
+        self.step_best(best.repeated(self.width))
+
+    def step_best(self, best: BestTokens) -> None:
+        """The same step from each beam's best logits: the top K continuations of the whole
+        ``num_beams x vocab`` lie among the beams' own top K (adding a beam's score keeps its
+        order), chosen with the same order (score, then flat index) as :func:`_top_k`."""
+        nb, K, V = self.width, self.K, best.vocab_size
+        log_probs = _ban_eos(self.spec, self.cur, best, best.logits - best.logsumexp)
+        accumulated = (log_probs + self.running_scores[0][:, None]).astype(np.float32, copy=False).ravel()
+        flat = (np.arange(nb, dtype=np.int64)[:, None] * V + best.ids).ravel()
+        order = np.lexsort((flat, -accumulated))[:K]
+        self._advance(flat[order][None, :], accumulated[order][None, :], V, None)
+
+    def _advance(self, top: np.ndarray, top_scores: np.ndarray, V: int,  # noqa: C901 - transformers' loop body
+                 log_probs: np.ndarray | None) -> None:
+        """The rest of one iteration of transformers' loop, from the top K continuations (flat
+        indices into ``num_beams x V``, best first) and their accumulated scores."""
+        spec, nb, K, cur, P = self.spec, self.width, self.K, self.cur, self.prompt_length
         source_beam, tokens = top // V, top % V
         candidates = np.take_along_axis(self.running, source_beam[:, :, None], axis=1)  # (1, K, max_length)
         candidates[:, :, cur] = tokens
@@ -250,6 +327,7 @@ class BeamSearch:
             hits |= string_hits
         candidate_logprobs: list[list[TokenLogprob]] = []
         if spec.logprobs is not None:
+            assert log_probs is not None  # best_k sends requests for log-probabilities down step()
             records = _logprob_records(log_probs, np.zeros(nb, dtype=np.int64), spec.logprobs)
             for k in range(K):
                 beam, token = int(source_beam[0, k]), int(tokens[0, k])
