@@ -76,13 +76,16 @@ def prepare(name: str, workdir: Path, *, quick: bool, dtypes: list[str], ctransl
 
 
 def _is_current(package: Path) -> bool:
-    """Whether a package left by an earlier run can be reused: complete, and with a step-engine
-    graph this ortgen drives."""
+    """Whether a package left by an earlier run can be reused: complete, with a step-engine graph
+    this ortgen drives, and with its best-tokens outputs (older packages run on whole logits rows:
+    not what this ortgen would measure)."""
     from ortgen.errors import PackageError
-    from ortgen.package import open_package
+    from ortgen.package import contract, open_package
     from ortgen.runtime.backend import has_step_engine
 
     try:
-        return has_step_engine(open_package(package).graphs)
+        graphs = open_package(package).graphs
     except PackageError:
         return False
+    engine = graphs.get(contract.DECODER_ENGINE)
+    return has_step_engine(graphs) and engine is not None and any(t.name == contract.BEST_IDS for t in engine.outputs)
