@@ -79,3 +79,23 @@ def test_quick_throughput_bench_compares_the_scheduler_with_one_at_a_time(tmp_pa
     assert rows[("C2", "ortgen scheduler")]["floor_seconds"] is None
     assert rows[("C1", "ortgen scheduler")]["mean_rows_per_step"] > 1
     assert "Throughput (many requests at once" in (out / "bench.md").read_text()
+
+
+def test_quick_float16_bench_compares_with_transformers_float16(tmp_path, caplog):
+    """The GPU run's bench command, at smoke size on the CPU: float16 rows against transformers float16."""
+    out = tmp_path / "results"
+    code = main(["bench", "--quick", "--models", "biogpt-base", "--workloads", "W1,C1", "--weights", "float16",
+                 "--systems", "transformers,ortgen-graph,ortgen-engine", "--repeats", "1", "--no-memory",
+                 "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    assert code == 0
+    result = json.loads((out / "bench.json").read_text())
+    rows = {m["system"]: m for m in result["measurements"]}
+    # transformers float16 is the only baseline needed; no in-graph row (the CPU operators take float32)
+    assert set(rows) == {"transformers fp16", "ortgen step engine fp16"}
+    assert "no in-graph operator row for float16 on the CPU" in caplog.text
+    engine = rows["ortgen step engine fp16"]
+    assert engine["weights"] == "float16" and engine["speedup_vs_transformers"] > 0 and engine["floor_seconds"] > 0
+    assert result["rates"]["float16_gflops"] > 0
+    throughput = {r["system"] for r in result["throughput"]}
+    assert {"ortgen scheduler", "transformers one at a time"} <= throughput
+    assert "fp16 rows over transformers fp16" in (out / "bench.md").read_text()
