@@ -86,17 +86,13 @@ class _Zoo:
         """The trained ``arch`` model (generates words, like a real LM) exported with ``weights``
         (float32, float16, int8, int4; int8 / int4 with float32 activations)."""
         from ortgen.export.package import ExportOptions, export_package
-        from ortgen.export.quantize import QuantConfig
 
         key = ("trained", arch, weights)
         if key not in self._packages:
             model, _ = self.trained(arch)
             out = self.root / "packages" / f"{arch}-trained-{weights}"
             out.parent.mkdir(parents=True, exist_ok=True)
-            unquantized = weights in ("float32", "float16")
-            quantize = None if unquantized else QuantConfig.parse(weights)
-            export_package(str(model.directory), out, ExportOptions(
-                show_progress=False, quantize=quantize, dtype=weights if unquantized else "float32"))
+            export_package(str(model.directory), out, ExportOptions.for_weights(weights, show_progress=False))
             self._packages[key] = out
         return self._packages[key]
 

@@ -159,11 +159,10 @@ def model_cost(package_dir) -> ModelCost:
     gathered = a.vocab_size * a.hidden_size + (a.max_positions + a.position_offset) * a.hidden_size
     multiplied = a.parameters - gathered + a.vocab_size * a.hidden_size  # the tied head multiplies the table
     block = m.quantization.block_size if m.quantization else 32
-    scale_bytes = 2 if m.dtype == "float16" else 4  # quantization scales are stored in the package's dtype
-    per_weight = {"float32": 4.0, "float16": 2.0, "int8": 1.0 + scale_bytes / block,
-                  "int4": 0.5 + scale_bytes / block}[m.weights_dtype]
+    float_bytes = np.dtype(m.dtype).itemsize  # the cache and quantization scales are in the package's dtype
+    per_weight = {"float32": 4.0, "float16": 2.0, "int8": 1.0 + float_bytes / block,
+                  "int4": 0.5 + float_bytes / block}[m.weights_dtype]
     head = a.vocab_size * a.hidden_size
-    cache_bytes = 2 if m.dtype == "float16" else 4
-    return ModelCost(int(multiplied), int(multiplied * per_weight), 2 * a.num_layers * a.hidden_size * cache_bytes,
+    return ModelCost(int(multiplied), int(multiplied * per_weight), 2 * a.num_layers * a.hidden_size * float_bytes,
                      int(head))
 

@@ -35,7 +35,6 @@ class BenchModel:
 
 def prepare(name: str, workdir: Path, *, quick: bool, dtypes: list[str], ctranslate2: bool) -> BenchModel:
     from ortgen.export.package import ExportOptions, export_package
-    from ortgen.export.quantize import QuantConfig
     from ortgen.package.manifest import Manifest
     from ortgen.demo.models import build_random_biogpt, build_random_gpt2
 
@@ -54,10 +53,7 @@ def prepare(name: str, workdir: Path, *, quick: bool, dtypes: list[str], ctransl
         package = root / f"package-{dtype}"
         if not _is_current(package):
             log.info("exporting %s (%s weights)", preset, dtype)
-            unquantized = dtype in ("float32", "float16")
-            quant = None if unquantized else QuantConfig.parse(dtype)
-            export_package(str(hf_dir), package, ExportOptions(force=True, quantize=quant, show_progress=False,
-                                                               dtype=dtype if unquantized else "float32"))
+            export_package(str(hf_dir), package, ExportOptions.for_weights(dtype, force=True, show_progress=False))
         packages[dtype] = package
     ct2_dir = None
     if ctranslate2 and family == "gpt2":

@@ -18,7 +18,8 @@ from typing import Sequence
 from ortgen.bench.floor import MachineRates, floor_seconds, model_cost
 from ortgen.bench.memory import peak_memory_gb
 from ortgen.bench.models import BenchModel
-from ortgen.bench.systems import CTranslate2System, OrtgenSystem, System, TransformersSystem, short_dtype
+from ortgen.bench.systems import (CTranslate2System, OrtgenSystem, System, TransformersSystem, baseline_dtype,
+                                  short_dtype)
 from ortgen.bench.workloads import Workload
 
 log = logging.getLogger(__name__)
@@ -35,24 +36,16 @@ class Measurement:
     tokens_per_second: float
     memory_gb: float | None  # peak above the libraries' baseline, in a process of its own
     floor_seconds: float | None = None
-    speedup_vs_transformers: float | None = None  # over transformers_baseline(weights)
+    speedup_vs_transformers: float | None = None  # over transformers in baseline_dtype(weights)
     ratio_to_floor: float | None = None
     step_profile: dict[str, float] | None = None  # step engine: decoder steps, ms per step in ONNX Runtime / host
-
-
-def transformers_baseline(weights: str) -> str:
-    """The transformers system a package of ``weights`` is compared with: float16 with transformers
-    float16 (same precision, what a GPU user would otherwise run), everything else with float32."""
-    return f"transformers {short_dtype('float16' if weights == 'float16' else 'float32')}"
 
 
 def systems_for(model: BenchModel, names: Sequence[str], device: str = "cpu") -> list[System]:
     out: list[System] = []
     if "transformers" in names:  # the baseline of each package's precision
-        for dtype in ("float32", "float16"):
-            wanted = f"transformers {short_dtype(dtype)}"
-            if any(transformers_baseline(weights) == wanted for weights in model.packages):
-                out.append(TransformersSystem(model.hf_dir, model.pad_token_id, model.eos_token_id, device, dtype))
+        for dtype in dict.fromkeys(baseline_dtype(weights) for weights in model.packages):
+            out.append(TransformersSystem(model.hf_dir, model.pad_token_id, model.eos_token_id, device, dtype))
     for dtype, package in model.packages.items():
         for backend in ("graph", "engine"):
             if f"ortgen-{backend}" not in names:
@@ -140,7 +133,7 @@ def bench_model(model: BenchModel, workloads: Sequence[Workload], system_names: 
             times = runs[(system.name, workload.name)]
             median = statistics.median(times)
             dtype = system.dtype
-            baseline = runs.get((transformers_baseline(dtype), workload.name))
+            baseline = runs.get((f"transformers {short_dtype(baseline_dtype(dtype))}", workload.name))
             base_median = statistics.median(baseline) if baseline else None
             cost = costs.get(dtype) or costs.get("float32")
             floor = floor_seconds(workload, cost, rates, dtype) if cost else None

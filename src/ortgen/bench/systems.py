@@ -38,6 +38,12 @@ def short_dtype(dtype: str) -> str:
     return {"float32": "fp32", "float16": "fp16"}.get(dtype, dtype)
 
 
+def baseline_dtype(weights: str) -> str:
+    """The precision transformers runs in as the baseline of a package of ``weights``: float16 for
+    float16 (same precision, what a GPU user would otherwise run), float32 for everything else."""
+    return "float16" if weights == "float16" else "float32"
+
+
 class TransformersSystem:
     """transformers' generate() in ``dtype`` (float32 or float16) on ``device``, all cores."""
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from ortgen.bench.floor import MachineRates, ModelCost, model_cost
 from ortgen.bench.models import BenchModel
+from ortgen.bench.systems import baseline_dtype
 from ortgen.bench.workloads import random_prompts
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def bench_throughput(model: BenchModel, workloads: Sequence[ThroughputWorkload],
         found[CONCURRENT].tokens_identical = concurrent_tokens == sequential_tokens
         if "transformers" in systems:
             progress(f"{model.name} {w.name}: {HF_SEQUENTIAL}")
-            hf_dtype = "float16" if dtype == "float16" else "float32"  # the same precision as the package
+            hf_dtype = baseline_dtype(dtype)
             found[HF_SEQUENTIAL] = run_transformers(model, w, prompts, arrivals, False, device, hf_dtype)
             if w.rate is None:
                 progress(f"{model.name} {w.name}: {HF_BATCH}")

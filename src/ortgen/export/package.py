@@ -69,6 +69,14 @@ class ExportOptions:
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     show_progress: bool = True
 
+    @classmethod
+    def for_weights(cls, weights: str, **options: Any) -> "ExportOptions":
+        """Options for a package of ``weights``: float32 / float16 (the package's dtype), or int8 /
+        int4 (quantized, float32 activations)."""
+        if weights in DTYPES:
+            return cls(dtype=weights, **options)
+        return cls(quantize=QuantConfig.parse(weights), **options)
+
 
 def _special_tokens(ck: Checkpoint) -> SpecialTokens:
     gen, dims = ck.generation_config, ck.dims

@@ -103,6 +103,10 @@ class _Request:
     search: Search | None = None
     paths: Paths | None = None
     published: list[int] = field(default_factory=list)  # settled tokens published, per index
+    best_k: int | None = None  # best tokens per row its search needs (None: whole logits rows); see search.best_k
+
+    def __post_init__(self) -> None:
+        self.best_k = best_k(self.spec)
 
     @property
     def width(self) -> int:
@@ -347,7 +351,7 @@ class Scheduler:
         no row is picked, or when the graph lacks the best_* outputs (or ``fetch_best_tokens`` is off)."""
         if not (self.decoder.has_best and self.fetch_best_tokens):
             return None
-        needs = [best_k(request.spec) for request, kind in plan if kind != "chunk"]
+        needs = [request.best_k for request, kind in plan if kind != "chunk"]
         if not needs or any(k is None for k in needs):
             return None
         return max(needs)  # type: ignore[type-var]
