@@ -136,6 +136,34 @@ def test_a_pubmedqa_package_gives_a_parsed_answer_and_the_http_endpoint_agrees(p
         assert bad.status_code == 400 and "question" in bad.json()["error"]["message"]
 
 
+def test_the_http_endpoint_refuses_bad_requests_with_a_400_that_names_the_problem(demo_package, qa_index):
+    with running_server(demo_package, "--index", str(qa_index)) as server:
+        def post(**kwargs) -> httpx.Response:
+            return httpx.post(server.url + "/v1/rag/answer", timeout=60, **kwargs)
+
+        bad_filter = post(json={"question": QUESTION, "filters": {"expr": "doc_id ==== )"}})
+        assert bad_filter.status_code == 400
+        assert "filter expression 'doc_id ==== )': expected a value" in bad_filter.json()["error"]["message"]
+        too_many = post(json={"question": QUESTION, "settings": {"max_new_tokens": 100000}})
+        assert too_many.status_code == 400
+        message = too_many.json()["error"]["message"]
+        assert "max_new_tokens 100000 leaves no room" in message and "-" not in message.split("positions")[0]
+        no_body = post()
+        assert no_body.status_code == 400 and "the request has no body" in no_body.json()["error"]["message"]
+        empty = post(json={})
+        assert empty.status_code == 400 and "question: required field missing" in empty.json()["error"]["message"]
+        good = post(json={"question": QUESTION, "k": 2, "filters": {"expr": 'doc_id in ["aspirin", "brca"]'},
+                          "settings": {"max_new_tokens": 4}})
+        assert good.status_code == 200 and {s["doc_id"] for s in good.json()["sources"]} <= {"aspirin", "brca"}
+
+
+def test_the_cli_reports_a_bad_filter_in_one_line(qa_index, capsys):
+    assert main(["rag", "search", str(qa_index), QUESTION, "--filter", "doc_id ==== )"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert "filter expression 'doc_id ==== )': expected a value" in err
+
+
 def _chromium() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -175,6 +203,13 @@ def test_the_page_asks_streams_the_answer_and_shows_the_sources_in_a_real_browse
             marked = [m.text.lower() for m in chrome.find_elements(By.CSS_SELECTOR, "#sources mark")]
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             chrome.save_screenshot(str(ARTIFACTS / "rag-page.png"))
+            # a second question that fails: its error stands alone, not under the first question's sources
+            chrome.execute_script("const k = document.getElementById('k'); k.add(new Option('999', '999')); k.value = '999'")
+            chrome.find_element(By.ID, "submit").click()
+            WebDriverWait(chrome, 60).until(lambda c: c.find_element(By.ID, "error").text)
+            error_text = chrome.find_element(By.ID, "error").text
+            sources_after_error = chrome.find_elements(By.CSS_SELECTOR, "#sources li")
+            sources_box_hidden = chrome.find_element(By.ID, "sources-box").get_attribute("hidden")
         finally:
             chrome.quit()
         expected = httpx.post(server.url + "/v1/rag/answer", headers={"Authorization": f"Bearer {key}"},
@@ -184,4 +219,6 @@ def test_the_page_asks_streams_the_answer_and_shows_the_sources_in_a_real_browse
     assert "Aspirin in secondary prevention" in sources[0]
     assert set(marked) & {"aspirin", "risk", "myocardial", "infarction"}
     assert (ARTIFACTS / "rag-page.png").stat().st_size > 10_000
+    assert error_text.startswith("400") and "k" in error_text
+    assert sources_after_error == [] and sources_box_hidden is not None
 

@@ -1,11 +1,13 @@
-"""Client-side BM25: the analyzer, and that Milvus's inner product of the two halves is BM25."""
+"""BM25 by ortgen: the analyzer, the score (equal to bm25s's Lucene variant), and Milvus's candidate vectors."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
 
-from ortgen.rag.bm25 import Analyzer, BM25Parameters, document_vector, idf, query_vector
+import pytest
+
+from ortgen.rag.bm25 import Analyzer, BM25Parameters, CorpusStats, document_vector, idf, query_vector, score
 
 
 def test_analyzer_stems_drops_stop_words_and_keeps_identifiers():
@@ -16,7 +18,24 @@ def test_analyzer_stems_drops_stop_words_and_keeps_identifiers():
     assert {"brca1", "2.5", "il", "6", "il6", "mg"} <= set(terms)
 
 
-def test_sparse_inner_product_is_the_bm25_score():
+def test_score_is_lucene_bm25_as_bm25s_computes_it():
+    bm25s = pytest.importorskip("bm25s", reason="needs bm25s (the dev extra)")
+    analyzer = Analyzer()
+    corpus = ["aspirin inhibits platelet aggregation", "aspirin dose of 75 mg daily, aspirin again",
+              "metformin lowers glucose in type 2 diabetes", "platelet counts fall in sepsis"]
+    docs = [analyzer.terms(t) for t in corpus]
+    stats = CorpusStats(len(docs), sum(map(len, docs)))
+    df = Counter(t for d in docs for t in set(d))
+    query = analyzer.terms("Does aspirin affect platelets?")
+    reference = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+    reference.index(docs, show_progress=False)
+    expected = reference.get_scores(list(dict.fromkeys(query)))
+    for terms, want in zip(docs, expected):
+        assert math.isclose(score(query, terms, df, stats), want, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_the_candidate_vectors_rank_as_bm25_with_their_avgdl():
+    """Milvus finds candidates by the inner product of these vectors: BM25 with the avgdl they were made with."""
     analyzer = Analyzer()
     corpus = ["aspirin inhibits platelet aggregation", "aspirin dose of 75 mg daily",
               "metformin lowers glucose in type 2 diabetes", "platelet counts fall in sepsis"]
@@ -25,12 +44,10 @@ def test_sparse_inner_product_is_the_bm25_score():
     df = Counter(t for d in docs for t in set(d))
     query = analyzer.terms("Does aspirin affect platelets?")
     q = query_vector(query, df, len(docs))
+    stats = CorpusStats(len(docs), sum(map(len, docs)))
     for terms in docs:
         d = document_vector(terms, params)
         via_vectors = sum(w * d.get(dim, 0.0) for dim, w in q.items())
-        tf = Counter(terms)
-        direct = sum(idf(df[t], len(docs)) * tf[t] * (params.k1 + 1)
-                     / (tf[t] + params.k1 * (1 - params.b + params.b * len(terms) / params.avgdl))
-                     for t in set(query) if t in tf)
-        assert math.isclose(via_vectors, direct, rel_tol=1e-9)
+        assert math.isclose(via_vectors, score(query, terms, df, stats), rel_tol=1e-9)
     assert document_vector([], params) == {0: 0.0}  # Milvus refuses empty sparse rows
+    assert idf(1, 4) > idf(3, 4) > 0

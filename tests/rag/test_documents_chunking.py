@@ -47,6 +47,24 @@ def test_every_format_loads_with_stable_ids(tmp_path: Path):
     assert docs["j1"].source.endswith("records.jsonl:1") and docs["7"].source.endswith("records.jsonl:3")
 
 
+def test_markdown_emphasis_goes_and_words_with_underscores_or_stars_stay():
+    from ortgen.rag.documents import markdown_to_text
+
+    _, text = markdown_to_text("# Notes\n*Source: NIH guideline*, _see also_ **this** and ***that*** ~~old~~.\n"
+                               "Keep snake_case_names, 5 * 3 = 15 and a*b as they are.\n")
+    assert text == ("Notes.\nSource: NIH guideline, see also this and that old.\n"
+                    "Keep snake_case_names, 5 * 3 = 15 and a*b as they are.")
+
+
+def test_medline_lines_wrapped_after_a_hyphen_join_without_a_space(tmp_path: Path):
+    path = tmp_path / "records.medline"
+    path.write_text("PMID- 9\nTI  - Structure of the Pore-\n      region of the channel -\n      a review\n"
+                    "AB  - The pore-forming sub-\n      unit (alpha) binds drugs.\n", encoding="utf-8")
+    [doc] = load_documents([path])
+    assert doc.title == "Structure of the Pore-region of the channel - a review"
+    assert doc.text == "The pore-forming sub-unit (alpha) binds drugs."
+
+
 def test_unreadable_and_non_utf8_files_are_skipped_and_reported(tmp_path: Path):
     docs = _write(tmp_path)
     (docs / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))

@@ -160,3 +160,44 @@ def test_a_killed_run_leaves_the_previous_index_usable(tmp_path: Path, embedder,
     finished = _index(corpus, tmp_path / "idx", embedder)
     assert finished.deleted == first.chunks
     assert sum(map(len, _stored(tmp_path / "idx", embedder).values())) == finished.chunks
+
+
+def test_documents_removed_from_a_reindexed_file_are_reported_then_pruned(corpus: Path, tmp_path: Path, embedder,
+                                                                           caplog):
+    _index(corpus, tmp_path / "idx", embedder)
+    docs = [_doc(i, t) for i, t in enumerate(TOPICS) if i not in (3, 5)]
+    _corpus(corpus, docs)
+    other = _corpus(tmp_path / "docs" / "other.jsonl", [_doc(40, "zinc")])
+    with caplog.at_level("WARNING"):
+        kept = index_documents([corpus, other], tmp_path / "idx", IndexSettings(chunking=SMALL_CHUNKS, progress=False),
+                               embedder=embedder)
+    assert kept.gone_documents == ["doc-3", "doc-5"] and kept.pruned == 0
+    assert "2 document(s) in the index are no longer in the files they came from: doc-3, doc-5" in caplog.text
+    assert {"doc-3", "doc-5"} <= set(_stored(tmp_path / "idx", embedder))  # reported, not deleted
+    pruned = index_documents([corpus], tmp_path / "idx", IndexSettings(chunking=SMALL_CHUNKS, progress=False,
+                                                                       prune=True), embedder=embedder)
+    assert pruned.gone_documents == ["doc-3", "doc-5"] and pruned.pruned > 0
+    stored = _stored(tmp_path / "idx", embedder)
+    assert "doc-3" not in stored and "doc-5" not in stored and len(stored) == len(TOPICS) - 2
+    with Index.open(tmp_path / "idx", embedder=embedder) as index:
+        assert index.store.chunk_ids_of(["doc-40"])  # another file's document was not judged by this run
+
+
+def test_the_local_store_admits_one_writer_and_readers_see_its_updates(corpus: Path, tmp_path: Path, embedder):
+    _index(corpus, tmp_path / "idx", embedder)
+    with Index.open(tmp_path / "idx", embedder=embedder) as reader:  # a server holding the index
+        before = reader.store.count()
+        assert not reader.search("zinc fact", k=3, filters={"doc_ids": ["doc-40"]})
+        _index(_corpus(tmp_path / "more" / "zinc.jsonl", [_doc(40, "zinc")]), tmp_path / "idx", embedder)
+        assert reader.store.count() > before
+        hits = reader.search("zinc fact 3", k=3, filters={"doc_ids": ["doc-40"]})  # new passages, both searches
+        assert hits and all(p.doc_id == "doc-40" for p in hits)
+        assert reader.search("zinc fact 3", k=3, mode="dense")[0].doc_id == "doc-40"
+        from ortgen.rag.index import open_store
+
+        writer = open_store(reader.manifest, tmp_path / "idx", write=True)
+        try:
+            with pytest.raises(StoreError, match="another ortgen process is writing this index"):
+                _index(corpus, tmp_path / "idx", embedder)
+        finally:
+            writer.close()

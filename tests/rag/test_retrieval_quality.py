@@ -1,4 +1,4 @@
-"""Retrieval quality on the evaluation corpus (ortgen.rag.eval_corpus), real Milvus Lite.
+"""Retrieval quality on the evaluation corpus (ortgen.rag.eval_corpus): the local store, and real Milvus Lite.
 
 recall@5 and MRR@10 of hybrid, dense-only and BM25-only are printed and written to
 $ORTGEN_RAG_RESULTS (a JSON file) when that is set. What the numbers show, and what is asserted:
@@ -8,6 +8,7 @@ $ORTGEN_RAG_RESULTS (a JSON file) when that is set. What the numbers show, and w
 - overall: hybrid beats BM25 alone and stays within 0.03 recall@5 of dense alone (measured 0.018 below it
   on this corpus: docs/rag.md); the issue's "hybrid >= both overall" does NOT hold here and is not asserted
 - client-side BM25 (stemming, stop words) beats Milvus Lite's BM25 function: the reason it is the default
+- the local store and the Milvus store rank alike: the same BM25 scores, dense search that agrees
 """
 
 from __future__ import annotations
@@ -33,20 +34,28 @@ def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("eval"))
 
 
-def _build(corpus, tmp_path_factory, embedder, sparse: str) -> Path:
+RUNS = {"client": {}, "milvus-client": {"uri": "milvus.db"}, "milvus": {"uri": "milvus.db", "sparse": "milvus"}}
+
+
+def _build(corpus, tmp_path_factory, embedder, run: str) -> Path:
     path, _ = corpus
-    index_dir = tmp_path_factory.mktemp(f"index-{sparse}") / "idx"
-    index_documents([path], index_dir, IndexSettings(sparse=sparse, progress=False), embedder=embedder)
+    index_dir = tmp_path_factory.mktemp(f"index-{run}") / "idx"
+    index_documents([path], index_dir, IndexSettings(progress=False, **RUNS[run]), embedder=embedder)
     return index_dir
 
 
 @pytest.fixture(scope="module")
-def scores(corpus, tmp_path_factory, embedder) -> dict[str, dict[str, ModeScores]]:
+def built(corpus, tmp_path_factory, embedder) -> dict[str, Path]:
+    return {run: _build(corpus, tmp_path_factory, embedder, run) for run in RUNS}
+
+
+@pytest.fixture(scope="module")
+def scores(corpus, built, embedder) -> dict[str, dict[str, ModeScores]]:
     _, queries = corpus
     out = {}
-    for sparse in ("client", "milvus"):
-        with Index.open(_build(corpus, tmp_path_factory, embedder, sparse), embedder=embedder) as index:
-            out[sparse] = evaluate(index, queries)
+    for run, index_dir in built.items():
+        with Index.open(index_dir, embedder=embedder) as index:
+            out[run] = evaluate(index, queries)
     report = {sparse: {mode: {kind: {"recall@5": s.recall(5, None if kind == "all" else kind),
                                      "mrr@10": s.mrr(10, None if kind == "all" else kind)}
                               for kind in ["all"] + KINDS}
@@ -92,6 +101,22 @@ def test_hybrid_overall(scores):
     assert s["hybrid"].recall(5) >= s["dense"].recall(5) - 0.03
 
 
+def test_the_local_and_the_milvus_store_rank_alike(scores, built, corpus, embedder):
+    """The same BM25 scores question by question (passages with equal scores may come in another order:
+    the gene passages of this corpus tie often), and dense and hybrid quality within 0.01."""
+    with Index.open(built["client"], embedder=embedder) as local, \
+            Index.open(built["milvus-client"], embedder=embedder) as milvus:
+        for query in corpus[1]:
+            ours = [p.score for p in local.search(query.question, 10, mode="bm25")]
+            theirs = [p.score for p in milvus.search(query.question, 10, mode="bm25")]
+            assert ours == pytest.approx(theirs, abs=1e-9), query.question
+    local_scores, milvus_scores = scores["client"], scores["milvus-client"]
+    assert local_scores["bm25"].recall(5) == milvus_scores["bm25"].recall(5)
+    for mode in ("dense", "hybrid"):
+        assert abs(local_scores[mode].recall(5) - milvus_scores[mode].recall(5)) <= 0.01, mode
+        assert abs(local_scores[mode].mrr(10) - milvus_scores[mode].mrr(10)) <= 0.01, mode
+
+
 def test_client_bm25_beats_milvus_lite_bm25(scores):
     """The measurement behind --sparse client being the default (Milvus Lite's analyzer does not stem)."""
     client, milvus = scores["client"], scores["milvus"]
@@ -106,8 +131,8 @@ def index(corpus, tmp_path_factory, embedder):
         yield opened
 
 
-def test_milvus_rrf_is_reciprocal_rank_fusion_of_the_two_lists(index, corpus):
-    """Milvus's hybrid scores equal RRF computed here from the dense and BM25 rankings."""
+def test_hybrid_is_reciprocal_rank_fusion_of_the_two_lists(index, corpus):
+    """Hybrid scores equal RRF computed here from the dense and BM25 rankings."""
     for query in corpus[1][::15]:
         dense = [p.chunk_id for p in index.search(query.question, 10, mode="dense")]
         bm25 = [p.chunk_id for p in index.search(query.question, 10, mode="bm25")]

@@ -193,6 +193,38 @@ def test_bad_input_through_the_clients(http, grpc):
     assert http.is_server_ready()
 
 
+@pytest.mark.parametrize("inputs, message", [
+    ([{"name": "max_tokens", "shape": [1, 1], "datatype": "INT32", "data": [8]}], "text_input"),
+    ([{"name": "text_input", "shape": [1, 1], "datatype": "BYTES", "data": ["Aspirin"]},
+      {"name": "beam_width", "shape": [1, 1], "datatype": "INT32", "data": [1000]}], "beam_width"),
+    ([{"name": "text_input", "shape": [1, 1], "datatype": "BYTES", "data": ["Aspirin"]},
+      {"name": "max_tokens", "shape": [1, 1], "datatype": "INT32", "data": [-1]}], "max_tokens"),
+])
+def test_client_errors_on_the_infer_model_are_400_and_invalid_argument(server, grpc, inputs, message):
+    """The client's mistakes are INVALID_ARGUMENT (HTTP 400), not INTERNAL (500), on both protocols."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    response = httpx.post(f"{server.http_url}/v2/models/{INFER}/infer", json={"inputs": inputs}, timeout=60)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+    arrays = []
+    for item in inputs:
+        dtype = object if item["datatype"] == "BYTES" else np.int32
+        arrays.append(tensor(grpcclient, item["name"], np.array(item["data"], dtype=dtype).reshape(item["shape"])))
+    with pytest.raises(InferenceServerException) as caught:
+        grpc.infer(INFER, arrays)
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and message in caught.value.message()
+    assert server.ready()
+
+
+def test_the_repository_config_has_the_parameters_its_readme_names(python_repo):
+    config = (python_repo / NAME / "config.pbtxt").read_text()
+    readme = (python_repo / "README.md").read_text()
+    for name in ("threads", "max_running", "max_queue", "kv_budget_bytes"):
+        assert f'key: "{name}"' in config and f"`{name}`" in readme, name
+
+
 def test_scheduler_metrics_on_tritons_metrics_port(server):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

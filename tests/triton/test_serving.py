@@ -16,10 +16,12 @@ from ortgen.triton.tensors import read_prompts
 class Recorder:
     def __init__(self) -> None:
         self.responses: list[tuple[dict | None, str | None, bool]] = []
+        self.codes: list[str | None] = []
         self.done = threading.Event()
 
-    def send(self, outputs=None, *, error=None, final=False):
+    def send(self, outputs=None, *, error=None, code="internal", final=False):
         self.responses.append((outputs, error, final))
+        self.codes.append(code if error is not None else None)
         if final:
             self.done.set()
 
@@ -93,6 +95,7 @@ def test_errors_are_one_final_response(service, tensors, message):
     recorder = _run(service, tensors)
     [(outputs, error, final)] = recorder.responses
     assert final and outputs is None and message in error
+    assert recorder.codes == ["invalid_argument"]  # the client's to fix: Triton answers 400 / INVALID_ARGUMENT
 
 
 def test_settings_per_prompt(generator):

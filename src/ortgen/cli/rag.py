@@ -28,10 +28,11 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rag", help="retrieval QA: index documents into Milvus, search them, answer questions",
-                       description="Retrieval: index text, markdown, JSONL and PubMed (MEDLINE) files into Milvus "
-                                   "(Milvus Lite in the index directory by default, or a server with --uri), "
-                                   "search them by dense vectors, BM25, or both fused by reciprocal rank fusion, and "
+    p = sub.add_parser("rag", help="retrieval QA: index documents, search them, answer questions",
+                       description="Retrieval: index text, markdown, JSONL and PubMed (MEDLINE) files into ortgen's "
+                                   "local store in the index directory (SQLite + HNSW; millions of passages on one "
+                                   "machine) or into Milvus (a server or cluster with --uri http://host:19530, or "
+                                   "Milvus Lite with --uri FILE.db), search them by dense vectors, BM25, or both fused by reciprocal rank fusion, and "
                                    "answer questions with an exported model over the passages found (rag ask).")
     verbs = p.add_subparsers(dest="rag_verb", metavar="SUBCOMMAND")
     _add_index(verbs)
@@ -40,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_ask(verbs)
     _add_info(verbs)
     _add_bench(verbs)
+    _add_bench_scale(verbs)
     p.set_defaults(run=lambda args: (p.print_help(), 2)[1])
 
 
@@ -59,8 +61,9 @@ def _add_index(verbs: argparse._SubParsersAction) -> None:
                    help="embedder directory from ortgen export-embedder (default: the index's own; required for a "
                         "new index)")
     p.add_argument("--uri", default=None,
-                   help="Milvus URI, e.g. http://host:19530 (default: Milvus Lite file INDEX/milvus.db; fixed when "
-                        "the index is created)")
+                   help="keep the passages in Milvus: a server or cluster (http://host:19530) or a Milvus Lite file "
+                        "(NAME.db, inside the index directory); fixed when the index is created (default: ortgen's local "
+                        "store in INDEX/store)")
     p.add_argument("--collection", default=None, help="Milvus collection name (default: passages)")
     p.add_argument("--token", default=None, help=_TOKEN_HELP)
     p.add_argument("--shard", default="1/1",
@@ -71,13 +74,16 @@ def _add_index(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap-tokens", type=int, default=None,
                    help="tokens of whole sentences repeated from the previous passage (default: the index's, else 32)")
     p.add_argument("--sparse", choices=["client", "milvus"], default=None,
-                   help="BM25 computed by ortgen with stemming (client) or by Milvus's BM25 function (milvus); "
+                   help="BM25 computed by ortgen with stemming (client) or by Milvus's BM25 function (milvus: needs --uri); "
                         "fixed at creation (default client: better recall measured, docs/rag.md)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="passages per encoder call (default 32)")
     p.add_argument("--threads", type=int, default=0,
                    help="ONNX Runtime intra-op threads (default 0: one per physical core)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                    help=f"seconds to wait for Milvus to answer (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--prune", action="store_true",
+                   help="delete documents the index holds from the files read that those files no longer contain "
+                        "(default: list them and keep them)")
     p.add_argument("--json", action="store_true", help="print the run's report as JSON (default: a summary)")
     p.set_defaults(run=run_index)
 
@@ -99,7 +105,7 @@ def run_index(args: argparse.Namespace) -> int:
     settings = IndexSettings(embedder_dir=args.embedder, uri=args.uri, collection=args.collection,
                              token=_token(args), shard=Shard.parse(args.shard), chunking=chunking, sparse=args.sparse,
                              batch_size=args.batch_size, threads=args.threads, timeout=args.timeout,
-                             progress=not args.json)
+                             progress=not args.json, prune=args.prune)
     report = index_documents(args.docs, args.index, settings)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -112,6 +118,15 @@ def run_index(args: argparse.Namespace) -> int:
               f"passages/s embedding ({report.seconds:.1f}s)")
     for path, reason in report.skipped_files:
         print(f"skipped      {path}: {reason}")
+    if report.gone_documents:
+        shown = ", ".join(report.gone_documents[:10]) + (f" and {len(report.gone_documents) - 10} more"
+                                                         if len(report.gone_documents) > 10 else "")
+        if report.pruned:
+            print(f"pruned       {len(report.gone_documents)} document(s) no longer in their files ({report.pruned} "
+                  f"passages): {shown}")
+        else:
+            print(f"not in files {len(report.gone_documents)} document(s) the index holds are no longer in the files "
+                  f"they came from: {shown}; delete them with --prune (or ortgen rag delete {args.index} --doc ID)")
     return 0
 
 
@@ -157,8 +172,9 @@ def _add_search(verbs: argparse._SubParsersAction) -> None:
                    help="only these documents (repeatable; default: all)")
     p.add_argument("--source-prefix", default="", help="only passages whose source starts with this (default: any)")
     p.add_argument("--title-contains", default="", help="only passages whose title contains this (default: any)")
-    p.add_argument("--filter", default="", help="a Milvus boolean expression over doc_id, number, title, source, "
-                                                "text (default: none)")
+    p.add_argument("--filter", default="",
+                   help="a boolean expression in Milvus's syntax over doc_id, number, title, source, text, e.g. "
+                        "'doc_id like \"PMID:%%\" and number < 3' (default: none)")
     p.add_argument("--embedder", type=Path, default=None, help="embedder directory (default: the index's own)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default 0: one per physical core)")
     p.add_argument("--token", default=None, help=_TOKEN_HELP)
@@ -296,4 +312,62 @@ def run_bench(args: argparse.Namespace) -> int:
                                              batch_size=args.batch_size, repeats=args.repeats, workdir=args.workdir,
                                              out=args.out))
     print(result)
+    return 0
+
+
+def _add_bench_scale(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser(
+        "bench-scale", help="retrieval at 10k-1M passages: latency, dense recall vs exact, BM25 vs bm25s",
+        description="Build indexes of synthetic passages (Zipf-distributed words; vectors synthesised around real "
+                    "embeddings of --base-vectors passages) at each size, and measure indexing rate, size on disk, "
+                    "query latency p50/p99 of dense, BM25 and hybrid search, recall@10 of dense search against exact "
+                    "search (also inside filters), and BM25 against the bm25s package. Milvus Lite is measured at "
+                    "--milvus-sizes for comparison. Needs the bench extra (matplotlib) and bm25s.",
+        epilog="example: ortgen rag bench-scale --embedder minilm-emb --sizes 10000,100000,1000000")
+    p.add_argument("--embedder", type=Path, required=True,
+                   help="an embedder directory made by ortgen export-embedder (required)")
+    p.add_argument("--sizes", default="10000,100000,1000000", help="passages per index, comma-separated "
+                                                                   "(default 10000,100000,1000000)")
+    p.add_argument("--milvus-sizes", default="10000",
+                   help="sizes also measured on Milvus Lite, comma-separated, or 'none' (default 10000)")
+    p.add_argument("--queries", type=positive_int, default=200, help="questions per size (default 200)")
+    p.add_argument("--milvus-queries", type=positive_int, default=20,
+                   help="questions per Milvus Lite size (default 20: it takes seconds per question)")
+    p.add_argument("--base-vectors", type=positive_int, default=2000,
+                   help="real passages embedded to synthesise vectors around (default 2000)")
+    p.add_argument("--no-reference", action="store_true", help="skip the comparison with bm25s (default: compare)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default 0: one per core)")
+    p.add_argument("--workdir", type=Path, default=Path("bench-work/retrieval-scale"),
+                   help="where the indexes are built (default bench-work/retrieval-scale; removed after each size)")
+    p.add_argument("--out", type=Path, default=Path("bench-results/retrieval-scale"),
+                   help="where retrieval-scale.{json,md,png} go (default bench-results/retrieval-scale)")
+    p.set_defaults(run=run_bench_scale)
+
+
+def _sizes(text: str, flag: str) -> tuple[int, ...]:
+    from ortgen.errors import OrtgenError
+
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise OrtgenError(f"{flag} must be comma-separated numbers of passages, got {text!r}") from None
+    if not sizes or min(sizes) < 100:
+        raise OrtgenError(f"{flag}: each size must be at least 100 passages, got {text!r}")
+    return sizes
+
+
+def run_bench_scale(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from ortgen.bench.retrieval_scale import ScaleOptions, run_scale_bench
+
+    quiet_milvus()
+    opts = ScaleOptions(sizes=_sizes(args.sizes, "--sizes"), milvus_sizes=_sizes(args.milvus_sizes, "--milvus-sizes"),
+                        queries=args.queries, milvus_queries=args.milvus_queries, base_vectors=args.base_vectors,
+                        reference=not args.no_reference, threads=args.threads, workdir=args.workdir, out=args.out,
+                        embedder=args.embedder)
+    print(run_scale_bench(opts, command="ortgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])))
     return 0

@@ -66,6 +66,13 @@ class RagPipeline:
         positions = self.generator.manifest.architecture.max_positions
         if settings.max_new_tokens is not None:
             room = positions - settings.max_new_tokens
+            if room < 1:
+                from ortgen.errors import GenerationSettingsError
+
+                raise GenerationSettingsError(
+                    f"max_new_tokens {settings.max_new_tokens} leaves no room for the question: the model reads "
+                    f"{positions} positions in all (prompt and new tokens); ask for fewer new tokens (at most "
+                    f"{positions - 1}, and fewer still to leave room for the passages)")
         else:  # max_length counts the prompt: any prompt shorter than it leaves room
             room = (settings.max_length or positions) - 1
         prompt = self.builder.build(question, [p.text for p in passages], room)

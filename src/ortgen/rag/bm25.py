@@ -1,17 +1,19 @@
-"""Client-side BM25 as sparse vectors: an English analyzer with stemming, and the two halves of
-the BM25 score.
+"""BM25 by ortgen: an English analyzer with stemming, and the score (Lucene's variant, as the
+``bm25s`` package computes it with ``method="lucene"``):
 
-    score(q, d) = sum over terms t of q:  idf(t) * tf(t,d) * (k1 + 1) / (tf(t,d) + k1 * (1 - b + b * |d| / avgdl))
-                                          └ query vector ┘ └──────────────── document vector ──────────────────┘
+    score(q, d) = sum over distinct terms t of q:  idf(t) * tf(t,d) / (tf(t,d) + k1 * (1 - b + b * |d| / avgdl))
+    idf(t)      = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
 
-The document half is stored with each passage (a SPARSE_FLOAT_VECTOR, term -> weight), the
-query half is built at search time with the current document frequencies, and Milvus's inner
-product of the two is exactly the BM25 score. Terms are hashed to 31-bit dimensions (stable
-across processes and machines; a collision of two terms needs ~50k distinct terms for a 50%
-chance of one pair, and costs only a slightly blurred score for that pair).
+N, df and avgdl are the corpus's statistics *now*: the stores keep them up to date at every insert
+and delete (document frequencies per term, passage count, total length), so a query reads a few
+numbers instead of counting anything over the corpus.
+
+Two term identities: :func:`term_key` (63 bits of blake2b) keys the local store's postings and
+statistics (no collisions in practice); :func:`term_id` (31 bits) is a Milvus sparse dimension,
+used only to find candidates, whose scores are then computed exactly from their terms.
 
 Why not Milvus's own BM25 function: docs/rag.md (measured recall; Milvus Lite's analyzer
-ignores stemming and stop words).
+ignores stemming and stop words, and keeps statistics per segment).
 """
 
 from __future__ import annotations
@@ -67,8 +69,13 @@ class Analyzer:
 
 
 def term_id(term: str) -> int:
-    """A term's sparse dimension: 31 bits of blake2b (stable; Python's ``hash`` is salted)."""
+    """A term's Milvus sparse dimension: 31 bits of blake2b (stable; Python's ``hash`` is salted)."""
     return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest(), "big") & 0x7FFFFFFF
+
+
+def term_key(term: str) -> int:
+    """A term's key in the local store: 63 bits of blake2b (fits SQLite's signed 64-bit integers)."""
+    return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -78,22 +85,50 @@ class BM25Parameters:
     avgdl: float = 64.0  # mean passage length in terms; fixed when the index is created
 
 
+@dataclass(frozen=True)
+class CorpusStats:
+    """What BM25 needs of the whole corpus, kept current by the store."""
+
+    passages: int
+    total_length: int  # terms in all passages
+
+    @property
+    def avgdl(self) -> float:
+        return self.total_length / self.passages if self.passages else 1.0
+
+
+def tf_part(tf, length, avgdl: float, k1: float = DEFAULT_K1, b: float = DEFAULT_B):
+    """The document half for term frequency ``tf`` in a passage of ``length`` terms (numbers or arrays)."""
+    return tf / (tf + k1 * (1 - b + b * length / avgdl))
+
+
 def document_vector(terms: list[str], params: BM25Parameters) -> dict[int, float]:
-    """The document half of BM25 for one passage's terms (empty passages get one zero entry:
-    Milvus refuses an empty sparse row)."""
+    """The document half of BM25 with a fixed avgdl, as a Milvus sparse vector: it finds a Milvus
+    store's candidates, which are then scored exactly (:func:`score`). Empty passages get one zero
+    entry (Milvus refuses an empty sparse row)."""
     if not terms:
         return {0: 0.0}
-    norm = params.k1 * (1 - params.b + params.b * len(terms) / params.avgdl)
     vector: dict[int, float] = {}
     for term, tf in Counter(terms).items():
         dim = term_id(term)
-        vector[dim] = vector.get(dim, 0.0) + tf * (params.k1 + 1) / (tf + norm)
+        vector[dim] = vector.get(dim, 0.0) + tf_part(tf, len(terms), params.avgdl, params.k1, params.b)
     return vector
 
 
 def idf(df: int, n: int) -> float:
     """BM25's (Lucene's) idf: always positive, larger for rarer terms."""
     return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+
+def score(query_terms: Iterable[str], passage_terms: list[str], df: dict[str, int], stats: CorpusStats,
+          k1: float = DEFAULT_K1, b: float = DEFAULT_B) -> float:
+    """The exact BM25 score of one passage (its analysed terms) for a query, with the corpus's statistics."""
+    tf = Counter(passage_terms)
+    total = 0.0
+    for term in dict.fromkeys(query_terms):
+        if tf.get(term) and df.get(term, 0) > 0:
+            total += idf(df[term], stats.passages) * tf_part(tf[term], len(passage_terms), stats.avgdl, k1, b)
+    return total
 
 
 def query_vector(terms: Iterable[str], df: dict[str, int], n: int) -> dict[int, float]:

@@ -57,6 +57,7 @@ class LoadReport:
 
     files_read: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    files: list[str] = field(default_factory=list)  # every file read, as its documents' sources name it
 
     def skip(self, path: Path, reason: str) -> None:
         log.warning("skipping %s: %s", path, reason)
@@ -76,6 +77,7 @@ def _read_text(path: Path, report: LoadReport) -> str | None:
         report.skip(path, f"not UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r})")
         return None
     report.files_read += 1
+    report.files.append(str(path))
     return text
 
 
@@ -94,7 +96,10 @@ def _text_document(path: Path, doc_id: str, text: str) -> Document:
 
 _MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_MARKUP = re.compile(r"(\*\*|__|`{1,3}|^\s{0,3}>\s?|^\s*[-*+]\s+|^\s*\d+\.\s+)", re.MULTILINE)
+_MD_MARKUP = re.compile(r"(\*\*|__|~~|`{1,3}|^\s{0,3}>\s?|^\s*[-*+]\s+|^\s*\d+\.\s+)", re.MULTILINE)
+# *emphasis* and _emphasis_: a delimiter run that opens before a non-space and closes after one, not inside a
+# word for underscores (snake_case stays), nor a lone "5 * 3"
+_MD_EMPHASIS = re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])|(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])")
 
 
 def markdown_to_text(text: str) -> tuple[str, str]:
@@ -109,6 +114,7 @@ def markdown_to_text(text: str) -> tuple[str, str]:
         else:
             lines.append(line)
     plain = _MD_MARKUP.sub("", _MD_LINK.sub(r"\1", "\n".join(lines)))
+    plain = _MD_EMPHASIS.sub(lambda m: m.group(1) or m.group(2), plain)
     return title, plain.strip()
 
 
@@ -150,7 +156,10 @@ def _medline_records(text: str) -> Iterator[dict[str, list[str]]]:
                 yield record
             record, tag = {}, None
         elif line.startswith("      ") and tag:
-            record[tag][-1] += " " + line.strip()
+            previous = record[tag][-1]
+            # PubMed wraps lines at spaces or after a hyphen ("Pore-" / "region"): only the former is a space
+            joiner = "" if previous.endswith("-") and not previous.endswith(" -") else " "
+            record[tag][-1] = previous + joiner + line.strip()
         elif len(line) >= 5 and line[4] == "-":
             tag = line[:4].strip()
             record.setdefault(tag, []).append(line[5:].strip())

@@ -14,6 +14,7 @@ from typing import Any
 from ortgen.rag.embedder import Embedder
 from ortgen.package.embedder import EmbedderManifest
 from ortgen.rag.index_manifest import IndexDirError, IndexManifest
+from ortgen.rag.bm25 import BM25Parameters
 from ortgen.rag.retrieval import (
     DEFAULT_CANDIDATES,
     DEFAULT_K,
@@ -23,7 +24,7 @@ from ortgen.rag.retrieval import (
     Retriever,
     SearchTimings,
 )
-from ortgen.rag.store import DEFAULT_TIMEOUT_S, CollectionIdentity, Store, connect, disconnect
+from ortgen.rag.store import DEFAULT_TIMEOUT_S, CollectionIdentity, PassageStore, SearchWork
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,24 @@ def identity_for(manifest: IndexManifest) -> CollectionIdentity:
     return CollectionIdentity(embedder=manifest.embedder["checksum"], embedder_name=manifest.embedder["name"],
                               dims=int(manifest.embedder["dims"]), sparse=manifest.sparse,
                               analyzer=str(manifest.bm25.get("analyzer", "")))
+
+
+def open_store(manifest: IndexManifest, directory: Path, *, create: bool = False, write: bool = False,
+               token: str | None = None, timeout: float = DEFAULT_TIMEOUT_S, writer: str = "main") -> PassageStore:
+    """The index's store: the local one in ``directory``, or its Milvus collection (``token``: a server's;
+    default $ORTGEN_MILVUS_TOKEN; ``writer``: this job's name for its statistics rows in Milvus)."""
+    identity = identity_for(manifest)
+    location = manifest.resolved_uri(directory)
+    if manifest.store == "local":
+        from ortgen.rag.local_store import LocalStore
+
+        return LocalStore.open(Path(location), identity, create=create, write=write)
+    from ortgen.rag.milvus_store import MilvusStore
+
+    params = BM25Parameters(**{k: manifest.bm25[k] for k in ("k1", "b", "avgdl")})
+    return MilvusStore.open(location, manifest.collection, identity, create=create,
+                            token=token if token is not None else os.environ.get(TOKEN_ENV, ""), timeout=timeout,
+                            params=params, writer=writer)
 
 
 def check_embedder(manifest: IndexManifest, embedder: EmbedderManifest, embedder_dir: Path) -> None:
@@ -60,9 +79,8 @@ class Index:
     """A searchable index: store + embedder + retriever. Close it (or use ``with``) when done:
     Milvus Lite allows one process per database file."""
 
-    def __init__(self, directory: Path, manifest: IndexManifest, store: Store, embedder: Embedder, uri: str) -> None:
+    def __init__(self, directory: Path, manifest: IndexManifest, store: PassageStore, embedder: Embedder) -> None:
         self.directory = directory
-        self.uri = uri
         self.manifest = manifest
         self.store = store
         self.embedder = embedder
@@ -83,14 +101,8 @@ class Index:
             embedder_dir = resolve_embedder_dir(manifest, embedder)
             check_embedder(manifest, EmbedderManifest.load(embedder_dir), embedder_dir)
             loaded = Embedder.open(embedder_dir, threads=threads)
-        uri = manifest.resolved_uri(directory)
-        client = connect(uri, token=token if token is not None else os.environ.get(TOKEN_ENV, ""), timeout=timeout)
-        try:
-            store = Store.open(client, manifest.collection, identity_for(manifest), create=False)
-        except BaseException:
-            disconnect(client, uri)
-            raise
-        return cls(directory, manifest, store, loaded, uri)
+        store = open_store(manifest, directory, token=token, timeout=timeout)
+        return cls(directory, manifest, store, loaded)
 
     def search(self, question: str, k: int = DEFAULT_K, filters: Filters | dict[str, Any] | None = None, *,
                mode: str = "hybrid", rrf_k: int = DEFAULT_RRF_K, candidates: int = DEFAULT_CANDIDATES
@@ -102,25 +114,27 @@ class Index:
         return self.retriever.search(question, k, filters, mode=mode, rrf_k=rrf_k, candidates=candidates)
 
     def search_timed(self, question: str, k: int = DEFAULT_K, filters: Filters | dict[str, Any] | None = None, *,
-                     mode: str = "hybrid", rrf_k: int = DEFAULT_RRF_K, candidates: int = DEFAULT_CANDIDATES
-                     ) -> tuple[list[Passage], SearchTimings]:
-        """:meth:`search` plus where its time went (embedding, BM25 query, Milvus); thread-safe."""
+                     mode: str = "hybrid", rrf_k: int = DEFAULT_RRF_K, candidates: int = DEFAULT_CANDIDATES,
+                     work: SearchWork | None = None) -> tuple[list[Passage], SearchTimings]:
+        """:meth:`search` plus where its time went (embedding, dense, BM25, fetch); thread-safe."""
         if not isinstance(filters, Filters):
             filters = Filters.from_dict(filters)
-        return self.retriever.search_timed(question, k, filters, mode=mode, rrf_k=rrf_k, candidates=candidates)
+        return self.retriever.search_timed(question, k, filters, mode=mode, rrf_k=rrf_k, candidates=candidates,
+                                           work=work)
 
     def describe(self) -> dict[str, Any]:
         """What GET /v1/rag/collections reports: collection, size, embedder, settings."""
         m = self.manifest
-        return {"collection": m.collection, "uri": m.uri if "://" in m.uri else str(self.directory / m.uri),
-                "passages": self.store.count(), "last_run": m.last_run,
+        described = self.store.describe()
+        return {"collection": m.collection, "store": m.store, "uri": m.resolved_uri(self.directory),
+                "passages": described.get("passages"), "store_details": described, "last_run": m.last_run,
                 "embedder": {k: m.embedder[k] for k in ("name", "checksum", "dims", "max_seq_length")},
                 "sparse": m.sparse, "chunking": m.chunking, "updated": m.updated}
 
     def close(self) -> None:
-        """Release Milvus (and, for Milvus Lite, the database file, so another process may open it)."""
+        """Release the store (for Milvus Lite, the database file, so another process may open it)."""
         if self.store is not None:
-            disconnect(self.store.client, self.uri)
+            self.store.close()
             self.store = None
 
     def __enter__(self) -> "Index":

@@ -2,7 +2,9 @@
 
     INDEX/
       index.json     this manifest
-      milvus.db      the Milvus Lite database (absent when the index lives on a Milvus server)
+      store/         the local store (ortgen.rag.local_store; the default)
+      milvus.db      or a Milvus Lite database (--uri milvus.db); absent when the index lives on a
+                     Milvus server (--uri http://host:19530) or in the local store
 
 The manifest is written (atomically: temporary file, then rename) only at the end of a
 successful indexing run, so a directory without it is not an index, and a failed run leaves the
@@ -22,9 +24,9 @@ from ortgen.errors import OrtgenError
 from ortgen.package.manifest_file import read_manifest
 
 MANIFEST = "index.json"
-LITE_DB = "milvus.db"
+LOCAL_STORE = "store"
 FORMAT = "ortgen-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_COLLECTION = "passages"
 
 
@@ -34,7 +36,8 @@ class IndexDirError(OrtgenError):
 
 @dataclass
 class IndexManifest:
-    uri: str  # LITE_DB (relative to the index directory) or a server URL
+    store: str  # "local" or "milvus"
+    uri: str  # local: the store's directory inside the index; milvus: a server URL or a Lite file (relative)
     collection: str
     embedder: dict[str, Any]  # {"path", "checksum", "name", "dims", "max_seq_length"}
     sparse: str  # "client" or "milvus"
@@ -47,7 +50,7 @@ class IndexManifest:
     format_version: int = FORMAT_VERSION
 
     def resolved_uri(self, directory: Path) -> str:
-        """The URI to connect to: a Lite file inside ``directory``, or the server URL as recorded."""
+        """Where the store is: a path inside ``directory`` (local store, Lite file), or the server URL."""
         return self.uri if "://" in self.uri else str(Path(directory) / self.uri)
 
     def write(self, directory: Path) -> None:
@@ -70,4 +73,4 @@ class IndexManifest:
             raise IndexDirError(f"{directory} is not an ortgen index ({what}); build one with: "
                                 "ortgen rag index DOCS -o INDEX")
         return read_manifest(cls, path, format=FORMAT, version=FORMAT_VERSION, error=IndexDirError,
-                             remedy="re-index into a new directory")
+                             remedy="re-index into a new directory (ortgen rag index DOCS -o NEW_INDEX)")

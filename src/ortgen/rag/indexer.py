@@ -1,8 +1,10 @@
-"""Build or update an index: documents -> chunks -> (only new chunks) embeddings -> Milvus.
+"""Build or update an index: documents -> chunks -> (only new chunks) embeddings -> the store.
 
     load DOCS (skip unreadable files) ─► keep this shard's documents ─► chunk (stable ids)
-      ─► ask Milvus which chunk ids these documents already have
+      ─► ask the store which chunk ids these documents already have
       ─► embed + insert the chunks it lacks ─► delete the documents' chunks that no longer exist
+      ─► documents the store has from these files that the files no longer hold: reported, or
+         deleted with ``prune``
       ─► flush ─► write index.json (atomically)
 
 Re-running on unchanged documents embeds nothing; a changed document gets its new chunks and
@@ -23,14 +25,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ortgen.progress import Progress
-from ortgen.rag.bm25 import ANALYZER_NAME, Analyzer, BM25Parameters, document_vector, mean_length
+from ortgen.rag.bm25 import ANALYZER_NAME, Analyzer, BM25Parameters, mean_length
 from ortgen.rag.chunking import Chunk, ChunkSettings, chunk_document
 from ortgen.rag.documents import SUPPORTED_SUFFIXES, DocumentError, LoadReport, Shard, load_documents
 from ortgen.rag.embedder import DEFAULT_BATCH_SIZE, Embedder
 from ortgen.package.embedder import EmbedderManifest
-from ortgen.rag.index import check_embedder, identity_for, resolve_embedder_dir
-from ortgen.rag.index_manifest import DEFAULT_COLLECTION, LITE_DB, IndexDirError, IndexManifest
-from ortgen.rag.store import DEFAULT_TIMEOUT_S, SPARSE_MODES, Row, Store, connect, disconnect
+from ortgen.rag.index import check_embedder, open_store, resolve_embedder_dir
+from ortgen.rag.index_manifest import DEFAULT_COLLECTION, LOCAL_STORE, IndexDirError, IndexManifest
+from ortgen.rag.store import DEFAULT_TIMEOUT_S, SPARSE_MODES, PassageStore, Row, document_file
+from ortgen.rag.store import delete_documents as delete_from_store
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ class IndexSettings:
     """How to index; None means "the index's recorded value, else the default"."""
 
     embedder_dir: Path | None = None
-    uri: str | None = None  # None: Milvus Lite inside the index directory
+    uri: str | None = None  # None: the local store; a Milvus server URL, or a Lite file (.db, in the index dir)
     collection: str | None = None
     token: str = ""
     shard: Shard = field(default_factory=Shard)
@@ -53,6 +56,7 @@ class IndexSettings:
     threads: int = 0
     timeout: float = DEFAULT_TIMEOUT_S
     progress: bool = True
+    prune: bool = False  # delete documents that their files no longer hold
 
 
 @dataclass
@@ -65,6 +69,8 @@ class IndexReport:
     embedded: int = 0
     unchanged: int = 0
     deleted: int = 0
+    gone_documents: list[str] = field(default_factory=list)  # stored from these files, no longer in them
+    pruned: int = 0  # passages of gone_documents deleted (prune)
     files_read: int = 0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     shard: str = "1/1"
@@ -102,17 +108,20 @@ def _now() -> str:
 
 
 def _resolve(index_dir: Path, settings: IndexSettings, previous: IndexManifest | None
-             ) -> tuple[Path, str, str, ChunkSettings, str]:
-    """(embedder dir, uri, collection, chunking, sparse mode), checked against the previous run."""
+             ) -> tuple[Path, str, str, str, ChunkSettings, str]:
+    """(embedder dir, store kind, uri, collection, chunking, sparse mode), checked against the previous run."""
     if previous is None:
         if settings.embedder_dir is None:
             raise IndexDirError("a new index needs --embedder DIR (made by: ortgen export-embedder MODEL_DIR -o DIR)")
         if index_dir.exists() and (not index_dir.is_dir() or any(index_dir.iterdir())):
             raise IndexDirError(f"{index_dir} exists and is not an ortgen index; choose a new or empty directory")
+        store = "milvus" if settings.uri else "local"
         sparse = settings.sparse or DEFAULT_SPARSE
         if sparse not in SPARSE_MODES:
             raise IndexDirError(f"--sparse must be one of {', '.join(SPARSE_MODES)}, got {sparse!r}")
-        return (settings.embedder_dir, settings.uri or LITE_DB, settings.collection or DEFAULT_COLLECTION,
+        if sparse == "milvus" and store == "local":
+            raise IndexDirError("--sparse milvus is Milvus's own BM25: it needs a Milvus store (--uri)")
+        return (settings.embedder_dir, store, settings.uri or LOCAL_STORE, settings.collection or DEFAULT_COLLECTION,
                 settings.chunking or ChunkSettings(), sparse)
     for name, given, recorded in (("--uri", settings.uri, previous.uri),
                                   ("--collection", settings.collection, previous.collection),
@@ -121,8 +130,8 @@ def _resolve(index_dir: Path, settings: IndexSettings, previous: IndexManifest |
             raise IndexDirError(f"{index_dir} was built with {name} {recorded}, not {given}; drop {name} or index "
                                 "into a new directory")
     chunking = settings.chunking or ChunkSettings(**previous.chunking)
-    return (resolve_embedder_dir(previous, settings.embedder_dir), previous.uri, previous.collection, chunking,
-            previous.sparse)
+    return (resolve_embedder_dir(previous, settings.embedder_dir), previous.store, previous.uri, previous.collection,
+            chunking, previous.sparse)
 
 
 def _chunks(documents: Iterable, chunking: ChunkSettings, embedder: Embedder) -> list[Chunk]:
@@ -132,18 +141,10 @@ def _chunks(documents: Iterable, chunking: ChunkSettings, embedder: Embedder) ->
     return chunks
 
 
-def _rows(chunks: Sequence[Chunk], vectors, sparse_mode: str, analyzer: Analyzer | None,
-          params: BM25Parameters) -> list[Row]:
-    rows = []
-    for chunk, vector in zip(chunks, vectors):
-        if sparse_mode == "client":
-            terms = analyzer.terms(chunk.index_text)
-            sparse, text_terms = document_vector(terms, params), " ".join(dict.fromkeys(terms))
-        else:
-            sparse, text_terms = None, chunk.index_text
-        rows.append(Row(chunk.chunk_id, chunk.doc_id, chunk.number, chunk.title, chunk.source, chunk.text,
-                        vector.tolist(), sparse, text_terms))
-    return rows
+def _rows(chunks: Sequence[Chunk], vectors, analyzer: Analyzer) -> list[Row]:
+    return [Row(chunk.chunk_id, chunk.doc_id, chunk.number, chunk.title, chunk.source, chunk.text, vector,
+                analyzer.terms(chunk.index_text), chunk.index_text)
+            for chunk, vector in zip(chunks, vectors)]
 
 
 def index_documents(paths: Sequence[Path], index_dir: Path, settings: IndexSettings | None = None, *,
@@ -159,7 +160,7 @@ def index_documents(paths: Sequence[Path], index_dir: Path, settings: IndexSetti
     previous = IndexManifest.load(index_dir) if IndexManifest.exists(index_dir) else None
     if embedder is not None and settings.embedder_dir is None:
         settings = replace(settings, embedder_dir=embedder.directory)
-    embedder_dir, uri, collection, chunking, sparse_mode = _resolve(index_dir, settings, previous)
+    embedder_dir, store_kind, uri, collection, chunking, sparse_mode = _resolve(index_dir, settings, previous)
     embedder_manifest = embedder.manifest if embedder is not None else EmbedderManifest.load(embedder_dir)
     if previous is not None:
         check_embedder(previous, embedder_manifest, embedder_dir)
@@ -176,14 +177,13 @@ def index_documents(paths: Sequence[Path], index_dir: Path, settings: IndexSetti
     chunks = _chunks(mine, chunking, embedder)
     log.info("%d documents (%d in shard %s) -> %d passages", len(documents), len(mine), settings.shard, len(chunks))
 
-    analyzer = Analyzer() if sparse_mode == "client" else None
+    analyzer = Analyzer()
     if previous is not None:
         params = BM25Parameters(**{k: previous.bm25[k] for k in ("k1", "b", "avgdl")})
-    else:
-        lengths = [analyzer.terms(c.index_text) for c in chunks] if analyzer else []
-        params = BM25Parameters(avgdl=mean_length(lengths)) if lengths else BM25Parameters()
+    else:  # the avgdl a Milvus store's candidate vectors are weighted with (scores use the current one)
+        params = BM25Parameters(avgdl=mean_length(analyzer.terms(c.index_text) for c in chunks[:10000]))
     manifest = IndexManifest(
-        uri=uri, collection=collection,
+        store=store_kind, uri=uri, collection=collection,
         embedder={"path": str(Path(embedder_dir).resolve()), "checksum": embedder_manifest.checksum,
                   "name": embedder_manifest.source.get("name", "?"), "dims": embedder_manifest.dims,
                   "max_seq_length": embedder_manifest.max_seq_length},
@@ -196,13 +196,14 @@ def index_documents(paths: Sequence[Path], index_dir: Path, settings: IndexSetti
     result = IndexReport(documents=len(mine), documents_loaded=len(documents), chunks=len(chunks),
                          files_read=report.files_read, skipped_files=report.skipped, shard=str(settings.shard))
     try:
-        uri = manifest.resolved_uri(index_dir)
-        client = connect(uri, token=settings.token, timeout=settings.timeout)
+        store = open_store(manifest, index_dir, create=True, write=True, token=settings.token,
+                           timeout=settings.timeout, writer="main" if settings.shard.n == 1 else str(settings.shard))
         try:
-            store = Store.open(client, collection, identity_for(manifest), create=True)
-            _update(store, chunks, embedder, settings, sparse_mode, analyzer, params, result)
+            _update(store, chunks, embedder, settings, analyzer, result)
+            _gone_documents(store, documents, report, settings, result)
+            store.flush()
         finally:
-            disconnect(client, uri)
+            store.close()
         result.seconds = time.perf_counter() - started
         manifest.updated = _now()
         manifest.last_run = result.to_dict()
@@ -211,14 +212,14 @@ def index_documents(paths: Sequence[Path], index_dir: Path, settings: IndexSetti
         if previous is None:  # a first run leaves nothing that looks like an index
             if created_dir:
                 shutil.rmtree(index_dir, ignore_errors=True)
-            else:
-                shutil.rmtree(index_dir / LITE_DB, ignore_errors=True)
+            elif "://" not in uri:
+                shutil.rmtree(index_dir / uri, ignore_errors=True)
         raise
     return result
 
 
-def _update(store: Store, chunks: list[Chunk], embedder: Embedder, settings: IndexSettings, sparse_mode: str,
-            analyzer: Analyzer | None, params: BM25Parameters, result: IndexReport) -> None:
+def _update(store: PassageStore, chunks: list[Chunk], embedder: Embedder, settings: IndexSettings,
+            analyzer: Analyzer, result: IndexReport) -> None:
     """Insert the chunks the store lacks, then delete the documents' chunks that are gone."""
     existing = store.chunk_ids_of(dict.fromkeys(c.doc_id for c in chunks))
     stored = set().union(*existing.values()) if existing else set()
@@ -231,13 +232,33 @@ def _update(store: Store, chunks: list[Chunk], embedder: Embedder, settings: Ind
         began = time.perf_counter()
         vectors = embedder.encode([c.index_text for c in group], batch_size=settings.batch_size)
         result.embed_seconds += time.perf_counter() - began
-        store.insert(_rows(group, vectors, sparse_mode, analyzer, params))
+        store.insert(_rows(group, vectors, analyzer))
         result.embedded += len(group)
         progress.update(result.embedded)
     progress.close()
     store.delete_ids(stale)
     result.deleted = len(stale)
-    store.flush()
+
+
+def _gone_documents(store: PassageStore, documents: list, report: LoadReport, settings: IndexSettings,
+                    result: IndexReport) -> None:
+    """Documents the store holds from the files read now that those files no longer contain: listed in
+    the report (a warning names them and the way to delete them), deleted when ``settings.prune``."""
+    files = sorted({document_file(d.source) for d in documents} | set(report.files))
+    present = {d.doc_id for d in documents}
+    gone = sorted(doc for doc in store.documents_of_files(files) if doc not in present)
+    if settings.shard.n > 1:  # another shard's documents are not this run's to judge
+        gone = [doc for doc in gone if settings.shard.contains(doc)]
+    result.gone_documents = gone
+    if not gone:
+        return
+    if settings.prune:
+        result.pruned = delete_from_store(store, gone)
+        log.info("deleted %d passages of %d documents no longer in their files", result.pruned, len(gone))
+    else:
+        shown = ", ".join(gone[:10]) + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
+        log.warning("%d document(s) in the index are no longer in the files they came from: %s. Delete them with "
+                    "--prune (or ortgen rag delete INDEX --doc ID)", len(gone), shown)
 
 
 def delete_documents(index_dir: Path, doc_ids: Sequence[str], *, token: str = "",
@@ -246,17 +267,15 @@ def delete_documents(index_dir: Path, doc_ids: Sequence[str], *, token: str = ""
     (a typo should not look like success)."""
     index_dir = Path(index_dir)
     manifest = IndexManifest.load(index_dir)
-    uri = manifest.resolved_uri(index_dir)
-    client = connect(uri, token=token, timeout=timeout)
+    store = open_store(manifest, index_dir, write=True, token=token, timeout=timeout)
     try:
-        store = Store.open(client, manifest.collection, identity_for(manifest), create=False)
         present = store.chunk_ids_of(doc_ids)
         missing = [d for d in doc_ids if d not in present]
         if missing:
             raise IndexDirError(f"no document {', '.join(repr(d) for d in missing)} in {index_dir} (ids as indexed: "
                                 "the JSONL id, PMID:<n>, or the file's path relative to the DOCS directory)")
-        deleted = store.delete_documents(doc_ids)
+        deleted = delete_from_store(store, doc_ids)
         store.flush()
     finally:
-        disconnect(client, uri)
+        store.close()
     return deleted

@@ -52,6 +52,10 @@ def _validation_message(exc: RequestValidationError) -> str:
             message = "unknown field (not accepted by this server)"
         elif error.get("type") == "json_invalid":
             where, message = "", "the body is not valid JSON (UTF-8)"
+        elif error.get("type") == "missing" and not where:
+            message = "the request has no body: send a JSON object"
+        elif error.get("type") == "missing":
+            message = "required field missing"
         parts.append(f"{where}: {message}" if where else message)
     return "invalid request: " + "; ".join(parts)
 

@@ -36,7 +36,8 @@ class RagRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     question: str = Field(min_length=1, max_length=4000)
     k: int = Field(5, ge=1, le=50, description="passages to retrieve")
-    filters: dict[str, Any] | None = Field(None, description='{"doc_ids": [...], "source_prefix", "title_contains"}')
+    filters: dict[str, Any] | None = Field(None, description='{"doc_ids": [...], "source_prefix", "title_contains", '
+                                                             '"expr": a boolean expression in Milvus syntax}')
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     settings: dict[str, Any] | None = Field(None, description="generation settings, ortgen's names (num_beams, "
                                                               "max_new_tokens, ...); default: the package's")

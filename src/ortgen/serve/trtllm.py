@@ -15,6 +15,7 @@ new tokens, as TensorRT-LLM counts it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ortgen.errors import GenerationSettingsError
@@ -36,6 +37,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "early_stopping": ("BOOL", "beam search: stop once num_beams hypotheses finished"),
 }
 STREAM = "stream"  # BOOL: stream the output (decoupled models, generate_stream)
+# Generator option -> the TensorRT-LLM name a client sent, where they differ
+WIRE_NAMES = {"num_beams": "beam_width", "max_new_tokens": "max_tokens", "min_new_tokens": "min_length",
+              "seed": "random_seed"}
+_OPTION_NAME = re.compile(r"\b(" + "|".join(WIRE_NAMES) + r")\b")
+
+
+def in_wire_names(message: str) -> str:
+    """An error message about Generator options, naming them as the client sent them
+    ("beam_width (num_beams) must be ...")."""
+    return _OPTION_NAME.sub(lambda m: f"{WIRE_NAMES[m.group(1)]} ({m.group(1)})", message)
 
 
 def settings_to_options(values: dict[str, Any]) -> dict[str, Any]:

@@ -163,7 +163,9 @@ stream; Triton 2.51 refuses decoupled models on HTTP `/infer` and gRPC `ModelInf
 
 Model parameters in `{name}/config.pbtxt` you may edit: `threads` (ONNX Runtime threads, 0: all
 cores), `max_running` (requests decoding at once, default 64), `max_queue` (requests waiting, default
-1024; more get an error), `kv_budget_bytes` (default: a quarter of the RAM, at most 4 GiB).
+1024; more are refused with UNAVAILABLE), `kv_budget_bytes` (0, the default: a quarter of the RAM, at most
+4 GiB). A request the model cannot run as sent (a missing `text_input`, `beam_width` beyond the limits,
+`max_tokens` below 1) is answered with INVALID_ARGUMENT (HTTP 400), on `{name}` and `{name}_infer` alike.
 """
     lines = ["", "Ensembles (a Triton ensemble is a fixed pipeline, so each strategy has its own):", ""]
     for ensemble, strategy in repo.ensembles.items():

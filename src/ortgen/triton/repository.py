@@ -169,7 +169,11 @@ def _write_python(root: Path, package: Path, manifest: Manifest, options: Reposi
     name = options.name
     inputs = [ConfigTensor.of(t) for t in request_inputs()]
     outputs = [ConfigTensor.of(t) for t in response_outputs()]
-    params = {"threads": str(options.threads or 0)}
+    from ortgen.runtime.scheduler import SchedulerLimits
+
+    limits = SchedulerLimits()
+    params = {"threads": str(options.threads or 0), "max_running": str(limits.max_requests),
+              "max_queue": str(limits.max_queue), "kv_budget_bytes": "0"}
     _write_config(root, ModelConfigText(
         name=name, backend="python", inputs=inputs, outputs=outputs,
         header=[f"{name}: ortgen's Generator (step engine, requests share decoder steps) on the package in 1/{PACKAGE_DIR}.",
@@ -179,6 +183,10 @@ def _write_python(root: Path, package: Path, manifest: Manifest, options: Reposi
         blocks=["model_transaction_policy { decoupled: true }", instance_group(options.instances, options.instance_kind)],
         parameters=_python_parameters(options, params),
         parameter_comments={"threads": "ONNX Runtime intra-op threads per instance (0: all cores)",
+                            "max_running": "requests decoding at once (rows of the KV pool)",
+                            "max_queue": "requests waiting for a place; more are refused (UNAVAILABLE)",
+                            "kv_budget_bytes": "KV cache bytes for running requests (0: a quarter of the RAM, at "
+                                               "most 4 GiB)",
                             "EXECUTION_ENV_PATH": ENV_COMMENT}), configs)
     _model_file(root / name / "1" / "model.py", "generator.py")
     placer.tree(package, root / name / "1" / PACKAGE_DIR)

@@ -9,7 +9,9 @@ python backend's wire objects, which ``models/generator.py`` converts.
                                   │
         stream:  deltas of every prompt, coalesced ─► sender.send(text_output [B, N] of deltas)  ...
         at the end (or at once without stream):     ─► sender.send(..., final=True)
-        any error:                                  ─► sender.send(error=message, final=True)
+        any error:                                  ─► sender.send(error=message, code=kind, final=True)
+                                                       (kind: invalid_argument for the client's mistakes,
+                                                       unavailable when full, cancelled, internal)
 
 Requests from every ``execute()`` call, and the prompts of one request, are separate Generator
 requests: the scheduler runs them together, and each gets what it would get alone.
@@ -25,11 +27,11 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from ortgen.errors import GenerationSettingsError, OrtgenError
+from ortgen.errors import GenerationSettingsError, OrtgenError, QueueFullError
 from ortgen.runtime.generator import Generator
 from ortgen.runtime.request import RequestHandle, RequestOutput
 from ortgen.runtime.results import GeneratedSequence
-from ortgen.serve.trtllm import STREAM
+from ortgen.serve.trtllm import STREAM, in_wire_names
 from ortgen.triton.tensors import (BAD_WORDS, CUM_LOG_PROBS, RETURN_LOG_PROBS, TEXT_OUTPUT, Prompt, read_prompts,
                                    text_matrix, to_options)
 
@@ -38,11 +40,25 @@ log = logging.getLogger(__name__)
 CANCEL_POLL_SECONDS = 0.25
 
 
+ERROR_CODES = ("invalid_argument", "unavailable", "cancelled", "internal")
+
+
 class Sender(Protocol):
-    """Where a request's responses go (the python backend's response sender, or a test's list)."""
+    """Where a request's responses go (the python backend's response sender, or a test's list). An
+    error carries one of ERROR_CODES, which the model maps to Triton's (HTTP 400 / gRPC INVALID_ARGUMENT
+    for invalid_argument)."""
 
     def send(self, outputs: dict[str, np.ndarray] | None = None, *, error: str | None = None,
-             final: bool = False) -> None: ...
+             code: str = "internal", final: bool = False) -> None: ...
+
+
+def error_code(exc: BaseException) -> str:
+    """The ERROR_CODES entry for an exception raised while serving a request."""
+    if isinstance(exc, QueueFullError):
+        return "unavailable"
+    if isinstance(exc, (OrtgenError, ValueError)):
+        return "invalid_argument"  # bad settings, prompts too long, unknown inputs: the client's to fix
+    return "internal"
 
 
 def generator_options(prompt: Prompt, generator: Generator) -> tuple[dict[str, Any], bool, bool]:
@@ -131,14 +147,14 @@ class GeneratorService:
                 sender.send(final_outputs(outputs, True, log_probs), final=True)
         except (OrtgenError, ValueError) as exc:
             self._cancel(handles)
-            _send_error(sender, str(exc))
+            _send_error(sender, in_wire_names(str(exc)), error_code(exc))
         except _ClientCancelled:
             self._cancel(handles)
-            _send_error(sender, "the request was cancelled")
+            _send_error(sender, "the request was cancelled", "cancelled")
         except Exception as exc:  # noqa: BLE001 - answered, and logged with its traceback
             log.exception("request failed")
             self._cancel(handles)
-            _send_error(sender, f"internal error ({type(exc).__name__}: {exc}); see the server log")
+            _send_error(sender, f"internal error ({type(exc).__name__}: {exc}); see the server log", "internal")
 
     async def _wait(self, handle: RequestHandle, is_cancelled: Callable[[], bool] | None) -> RequestOutput:
         waiter = asyncio.ensure_future(handle)  # RequestHandle is awaitable
@@ -206,11 +222,11 @@ class _ClientCancelled(Exception):
     pass
 
 
-def _send_error(sender: Sender, message: str) -> None:
+def _send_error(sender: Sender, message: str, code: str) -> None:
     try:
-        sender.send(error=message, final=True)
+        sender.send(error=message, code=code, final=True)
     except Exception:  # noqa: BLE001 - the response can no longer be delivered (server stopping)
         log.debug("could not deliver an error response", exc_info=True)
 
 
-__all__ = ["GeneratorService", "Sender", "generator_options", "cum_log_prob"]
+__all__ = ["ERROR_CODES", "GeneratorService", "Sender", "error_code", "generator_options", "cum_log_prob"]

@@ -3,7 +3,7 @@
 Every request goes to one Generator whose scheduler runs all of them together (continuous
 batching); execute() returns at once and the responses are sent as the text comes
 (ortgen.triton.serving). Inputs and outputs: TensorRT-LLM's ensemble names (see config.pbtxt).
-The package is in 1/package; model parameters: threads, max_running, max_queue, kv_budget_bytes.
+The package is in 1/package; model parameters: threads, max_running, max_queue, kv_budget_bytes (0: automatic).
 """
 
 import json
@@ -19,10 +19,20 @@ from ortgen.runtime.scheduler import SchedulerLimits
 from ortgen.triton.serving import GeneratorService
 
 METRICS_SECONDS = 1.0
+CODE_IN_MESSAGE = "ortgen_error_code_in_message"  # request parameter set by the _infer forwarder
 
 
 def _parameters(config):
     return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+
+def triton_error(message, code):
+    """A TritonError whose code Triton turns into the right HTTP status / gRPC code (400 /
+    INVALID_ARGUMENT for the client's mistakes; without a code Triton answers 500 / INTERNAL)."""
+    codes = {"invalid_argument": "INVALID_ARG", "unavailable": "UNAVAILABLE", "cancelled": "CANCELLED",
+             "internal": "INTERNAL"}
+    value = getattr(pb_utils.TritonError, codes.get(code, "INTERNAL"), None)
+    return pb_utils.TritonError(message) if value is None else pb_utils.TritonError(message, value)
 
 
 class _Sender:
@@ -30,11 +40,17 @@ class _Sender:
 
     def __init__(self, request):
         self.sender = request.get_response_sender()
+        try:
+            self.code_in_message = bool(json.loads(request.parameters() or "{}").get(CODE_IN_MESSAGE))
+        except (AttributeError, ValueError):
+            self.code_in_message = False
 
-    def send(self, outputs=None, *, error=None, final=False):
+    def send(self, outputs=None, *, error=None, code="internal", final=False):
         flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
         if error is not None:
-            self.sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(error)), flags=flags)
+            if self.code_in_message:  # a BLS caller loses the code otherwise (Triton 2.51): it parses it back
+                error = f"[{code}] {error}"
+            self.sender.send(pb_utils.InferenceResponse(error=triton_error(error, code)), flags=flags)
         elif outputs:
             tensors = [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in outputs.items()]
             self.sender.send(pb_utils.InferenceResponse(output_tensors=tensors), flags=flags)
@@ -56,7 +72,7 @@ class TritonPythonModel:
         defaults = SchedulerLimits()
         limits = SchedulerLimits(max_requests=int(params.get("max_running") or defaults.max_requests),
                                  max_queue=int(params.get("max_queue") or defaults.max_queue),
-                                 kv_budget=int(params["kv_budget_bytes"]) if params.get("kv_budget_bytes") else None)
+                                 kv_budget=int(params.get("kv_budget_bytes") or 0) or None)
         threads = int(params.get("threads") or 0) or None
         generator = Generator.load(package, providers=provider, threads=threads, limits=limits)
         generator.scheduler  # load the engine now: the first request should not wait for it
