@@ -72,6 +72,19 @@ class _Zoo:
         return self._packages[key]
 
 
+    def weights_package(self, arch: str, weights: str, *, eos_bias: float | None = None) -> Path:
+        """The random ``arch`` model (as :meth:`model`) exported with ``weights`` (float32, float16, int8, int4)."""
+        from ortgen.export.package import ExportOptions, export_package
+
+        key = ("weights", arch, weights, eos_bias)
+        if key not in self._packages:
+            model = self.model(arch, eos_bias=eos_bias)
+            out = self.root / "packages" / f"{model.directory.name}-{weights}"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            export_package(str(model.directory), out, ExportOptions.for_weights(weights, show_progress=False))
+            self._packages[key] = out
+        return self._packages[key]
+
     def trained(self, arch: str):
         """A tiny model fitted to the demo corpus (confident predictions, like a real LM) and the
         corpus lines as its token ids."""

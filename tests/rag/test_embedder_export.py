@@ -48,6 +48,25 @@ def test_padding_is_masked(embedder):
     assert float(alone @ padded) > 0.99999
 
 
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_a_texts_vector_does_not_depend_on_its_batch_mates(weights, model_dir: Path, embedder, tmp_path: Path):
+    """Bitwise, whatever shares the call: alone, beside shorter and longer texts (odd and even widths, one of
+    129 word pieces: the kernels' 128-row ranges), in batches of several sizes."""
+    if weights == "float32":
+        model = embedder
+    else:
+        export_embedder(model_dir, tmp_path / "int8", weight_type="int8")
+        model = Embedder.open(tmp_path / "int8", threads=2)
+    texts = TEXTS + ["word " * 126, "longer companion text " * 40, "a", "b c"]
+    alone = np.stack([model.encode([t])[0] for t in texts])
+    for batch_size in (2, 3, 8, 32):
+        together = model.encode(texts, batch_size=batch_size)
+        differing = [i for i in range(len(texts)) if not np.array_equal(together[i], alone[i])]
+        assert not differing, f"{weights}, batches of {batch_size}: texts {differing} changed with their batch-mates"
+    shuffled = model.encode(texts[::-1], batch_size=5)[::-1]
+    assert np.array_equal(shuffled, alone)
+
+
 def test_manifest_records_what_the_runtime_needs(embedder_dir: Path, model_dir: Path):
     manifest = EmbedderManifest.load(embedder_dir)
     assert (manifest.dims, manifest.pooling, manifest.normalize, manifest.max_seq_length) == (384, "mean", True, 256)

@@ -2,8 +2,13 @@
 
 Texts are tokenized as sentence-transformers does (strip, lowercase when the model says so,
 truncate to ``max_seq_length`` word pieces including [CLS]/[SEP]), sorted by length and run in
-batches padded only to the longest text of each batch; the graph's pooling ignores PAD positions,
-so padding changes nothing but speed.
+batches padded to the longest text of each batch, rounded up to an even length; the graph's
+pooling ignores PAD positions, so padding changes nothing but speed. The even length keeps every
+matrix product of the batch on the kernels' batch-invariant path (no row alone in a tile:
+:mod:`ortgen.runtime.batch_invariance`), so a text's vector is bitwise the same whatever texts share
+its batch. int8 exports quantize the activations of a whole call with one scale
+(DynamicQuantizeLinear), which would tie a text's vector to its batch-mates: they run one text per
+call instead (slower than batching: docs/rag.md measures it). Both are tested bitwise.
 """
 
 from __future__ import annotations
@@ -95,11 +100,15 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
         encodings = self._tokenizer.encode_batch(self._prepare(texts))
+        if self.manifest.weight_type == "int8":  # per-call activation scales: one text a call (module docstring)
+            batch_size = 1
         order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))  # longest first
         out = np.empty((len(encodings), self.dims), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             width = len(encodings[rows[0]].ids)  # the longest of this batch
+            if width % 2 and width < self.manifest.max_seq_length and batch_size > 1:  # even (an odd cap stays)
+                width += 1
             ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)  # (B, S)
             mask = np.zeros((len(rows), width), dtype=np.int64)  # (B, S)
             for r, i in enumerate(rows):

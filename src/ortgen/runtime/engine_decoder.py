@@ -43,6 +43,7 @@ from ortgen.package.contract import (
     present_key_name,
     present_value_name,
 )
+from ortgen.runtime.batch_invariance import MIN_SLOTS, ROW_MULTIPLE, padded_count
 from ortgen.runtime.kv_pool import KVPool
 from ortgen.runtime.search import BestTokens
 
@@ -64,7 +65,8 @@ class StepBatch:
     inputs: dict[str, np.ndarray]
     rows: int
     logit_slices: list[slice] = field(default_factory=list)  # per entry, rows of the logits output
-    tokens: int = 0
+    tokens: int = 0  # the step's real tokens
+    padding: int = 0  # tokens added so the linear layers see a batch-invariant row count
 
 
 class StepBuilder:
@@ -84,13 +86,16 @@ class StepBuilder:
     def widest(self) -> int:
         return max((len(e.tokens) for e in self.entries), default=0)
 
-    def build(self, bind_rows: int, float_dtype: str = "float32") -> StepBatch:
+    def build(self, bind_rows: int, float_dtype: str = "float32", row_multiple: int = 1) -> StepBatch:
         """Inputs over rows ``[0, bind_rows)`` (every entry's row must be below it); the attention
-        bias in ``float_dtype``, the graph's."""
+        bias in ``float_dtype``, the graph's. ``row_multiple``: the packed tokens and the picked logit
+        rows are padded to a multiple of it (:mod:`ortgen.runtime.batch_invariance`): padding tokens
+        run through the linear layers only (no cache row, no logits read), padding picks repeat the
+        last one."""
         entries = self.entries
-        S = self.widest
+        S = max(self.widest, MIN_SLOTS)
         T = sum(len(e.tokens) for e in entries)
-        total = max(e.length for e in entries)
+        total = max(max(e.length for e in entries), S)  # GroupQueryAttention wants total >= S
         input_ids = np.concatenate([e.tokens for e in entries])[None, :]
         positions = np.concatenate([e.positions for e in entries])[None, :]
         slot_tokens = np.zeros((bind_rows, S), np.int32)
@@ -117,6 +122,16 @@ class StepBuilder:
             slices.append(slice(picked, picked + len(chosen)))
             picked += len(chosen)
             start += q
+        logits_index = np.concatenate(picks).astype(np.int32) if picks else np.zeros(0, np.int32)
+        padding = padded_count(T, row_multiple) - T
+        if padding:
+            filler = np.zeros((1, padding), np.int32)
+            input_ids = np.concatenate([input_ids, filler], axis=1)
+            positions = np.concatenate([positions, filler], axis=1)
+            token_slots = np.concatenate([token_slots, filler[0]])  # reads slot 0's output; never written back
+        extra = padded_count(len(logits_index), row_multiple) - len(logits_index)
+        if extra:
+            logits_index = np.concatenate([logits_index, np.repeat(logits_index[-1:], extra)])
         inputs = {
             contract.INPUT_IDS: input_ids,
             contract.POSITION_IDS: positions,
@@ -126,28 +141,34 @@ class StepBuilder:
             TOTAL_SEQUENCE_LENGTH: np.array(total, np.int32),
             QUERY_SEQLENS: query,
             ATTENTION_BIAS: bias,
-            LOGITS_INDEX: np.concatenate(picks).astype(np.int32) if picks else np.zeros(0, np.int32),
+            LOGITS_INDEX: logits_index,
         }
-        return StepBatch(inputs, bind_rows, slices, T)
+        return StepBatch(inputs, bind_rows, slices, T, padding)
 
 
 class EngineDecoder:
     """One ONNX Runtime session of the engine graph, run over a :class:`KVPool`."""
 
-    def __init__(self, session: ort.InferenceSession, num_layers: int, float_dtype: str = "float32") -> None:
+    def __init__(self, session: ort.InferenceSession, num_layers: int, float_dtype: str = "float32",
+                 row_multiple: int = ROW_MULTIPLE) -> None:
         self.session = session
         self.num_layers = num_layers
         self.float_dtype = float_dtype  # the graph's cache, attention bias and logits
+        self.row_multiple = row_multiple  # step rows padded to a multiple of it (batch invariance)
         outputs = {o.name: o for o in session.get_outputs()}
         self.vocab_size = int(outputs[contract.LOGITS].shape[-1])
         self.has_best = BEST_IDS in outputs  # packages exported before the best_* outputs lack them
         self._takes_best_k = any(i.name == BEST_K for i in session.get_inputs())
 
-    def run(self, pool: KVPool, batch: StepBatch, best_k: int | None = None) -> np.ndarray | BestTokens:
+    def run(self, pool: KVPool, batch: StepBatch, best_k: int | None = None, *, whole: bool | None = None
+            ) -> np.ndarray | BestTokens | tuple[np.ndarray, BestTokens]:
         """Run one step. Returns the picked rows' logits, [K, vocab] in the graph's dtype; or, with
-        ``best_k`` (the graph must have the best_* outputs), their ``best_k`` best tokens."""
+        ``best_k`` (the graph must have the best_* outputs), their ``best_k`` best tokens; or, with
+        ``best_k`` and ``whole=True``, both (a step whose requests need one or the other: each gets what
+        it would get alone)."""
         io = self.session.io_binding()
-        fetched = [contract.LOGITS] if best_k is None else [BEST_LOGITS, BEST_IDS, LOGSUMEXP]
+        fetch_whole = best_k is None or bool(whole)
+        fetched = ([contract.LOGITS] if fetch_whole else []) + ([BEST_LOGITS, BEST_IDS, LOGSUMEXP] if best_k else [])
         for name in fetched:  # first: get_outputs() lists outputs in binding order
             io.bind_output(name, "cpu")
         for name, value in batch.inputs.items():
@@ -163,4 +184,5 @@ class EngineDecoder:
         values = [value.numpy() for value in io.get_outputs()[:len(fetched)]]
         if best_k is None:
             return values[0]
-        return BestTokens(values[0], values[1], values[2], self.vocab_size)
+        best = BestTokens(values[-3], values[-2], values[-1], self.vocab_size)
+        return (values[0], best) if fetch_whole else best

@@ -45,6 +45,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ortgen.errors import QueueFullError, RequestTooLargeError
+from ortgen.runtime.batch_invariance import chunk_grid
 from ortgen.runtime.engine_decoder import EngineDecoder, StepBuilder
 from ortgen.runtime.kv_pool import KVPool, PoolShape, round_capacity
 from ortgen.runtime.paths import Paths
@@ -125,6 +126,9 @@ class Scheduler:
                  device: str = "cpu") -> None:
         self.decoder = decoder
         self.limits = limits
+        # prompt chunks start on multiples of this, whatever else shares the step's budget, so a
+        # prompt's attention calls never depend on its batch-mates (ortgen.runtime.batch_invariance)
+        self.chunk_grid = chunk_grid(limits.prefill_chunk)
         self.pool = KVPool(shape, device)
         assert limits.row_capacity is not None
         self.capacity = limits.row_capacity  # positions one request may use (the pool adds headroom for a step)
@@ -305,7 +309,12 @@ class Scheduler:
                 plan.append((request, "decode"))
             elif budget > 0:
                 start = request.prefilled
-                chunk = min(len(request.prompt) - start, budget)
+                remaining = len(request.prompt) - start
+                chunk = min(remaining, budget)
+                if chunk < remaining:  # chunks end on the grid (batch invariance of attention)
+                    chunk -= chunk % self.chunk_grid
+                    if chunk == 0:
+                        continue  # not enough of this step's budget left: next step
                 budget -= chunk
                 end = start + chunk
                 last = end == len(request.prompt)
@@ -316,45 +325,52 @@ class Scheduler:
         if not plan:
             return
         hi = max(request.row for request, _ in plan) + 1
-        batch = builder.build(self.pool.bind_rows(hi), self.decoder.float_dtype)
-        k = self._best_k(plan)
+        batch = builder.build(self.pool.bind_rows(hi), self.decoder.float_dtype, self.decoder.row_multiple)
+        k, whole = self._fetch(plan)
         started = time.perf_counter()
-        logits = self.decoder.run(self.pool, batch, k)
+        result = self.decoder.run(self.pool, batch, k, whole=whole)
+        logits, best = result if isinstance(result, tuple) else (
+            (None, result) if isinstance(result, BestTokens) else (result, None))
         seconds = time.perf_counter() - started
         self.stats.record_step(seconds, batch.tokens, len(plan))
         self.stats.best_token_steps += k is not None
+        self.stats.mixed_fetch_steps += k is not None and whole
         for listener in self.step_listeners:
             listener(len(plan), batch.tokens, seconds)
         for (request, kind), rows in zip(plan, batch.logit_slices):
             if kind == "chunk":
                 continue
+            use_best = best is not None and request.best_k is not None  # what it would use alone
             if kind == "last chunk":
                 request.search = make_search(request.prompt, request.spec)
-                if isinstance(logits, BestTokens):
-                    request.search.first_best(logits.rows(rows))
+                if use_best:
+                    request.search.first_best(best.rows(rows))
                 else:
                     request.search.first(logits[rows][0])
                 request.handle.timings.first_token = time.perf_counter()
             else:
                 assert request.search is not None
-                if isinstance(logits, BestTokens):
-                    request.search.step_best(logits.rows(rows))
+                if use_best:
+                    request.search.step_best(best.rows(rows))
                 else:
                     request.search.step(logits[rows])
             self._publish(request)
             if request.search.done:
                 self._complete(request)
 
-    def _best_k(self, plan: Sequence[tuple[_Request, str]]) -> int | None:
-        """How many best tokens per picked row the step fetches instead of whole logits rows: the
-        most any of its searches needs; None (whole rows) when one of them needs whole rows, when
-        no row is picked, or when the graph lacks the best_* outputs (or ``fetch_best_tokens`` is off)."""
-        if not (self.decoder.has_best and self.fetch_best_tokens):
-            return None
+    def _fetch(self, plan: Sequence[tuple[_Request, str]]) -> tuple[int | None, bool]:
+        """(best tokens per picked row, whole rows too?) for the step: each search gets what it would get
+        alone, whatever shares the step (batch invariance: the in-graph log-sum-exp and numpy's log-softmax
+        of a whole row differ in the last bits). best: the most any search that can choose from best tokens
+        needs (None when none can, when the graph lacks the best_* outputs, or ``fetch_best_tokens`` is
+        off); whole rows when a search needs them."""
         needs = [request.best_k for request, kind in plan if kind != "chunk"]
-        if not needs or any(k is None for k in needs):
-            return None
-        return max(needs)  # type: ignore[type-var]
+        if not needs:
+            return None, True
+        if not (self.decoder.has_best and self.fetch_best_tokens):
+            return None, True
+        best = [k for k in needs if k is not None]
+        return (max(best) if best else None), any(k is None for k in needs)
 
     def _publish(self, request: _Request) -> None:
         search = request.search
@@ -399,7 +415,8 @@ class SchedulerStats:
     rejected: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
-    best_token_steps: int = 0  # steps that fetched only each picked row's best tokens
+    best_token_steps: int = 0  # steps that fetched each picked row's best tokens
+    mixed_fetch_steps: int = 0  # steps that fetched best tokens and whole rows (their searches differ)
 
     def record_step(self, seconds: float, tokens: int, rows: int) -> None:
         self.steps += 1
