@@ -404,6 +404,7 @@ class MilvusStore:
         """(chunk id, cosine) of the ``limit`` nearest passages, best first."""
         expr = filters.to_expr() if filters else ""
         fraction = 1.0
+        passages = self.count() if self.identity.sparse == "client" else 0  # read from the statistics rows
         if expr:
             allowed = self.count(filters)
             if allowed == 0:
@@ -417,12 +418,12 @@ class MilvusStore:
                 vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
                 top_keys, scores = exact_top(vectors, keys, np.asarray(vector, dtype=np.float32), limit)
                 return [(str(k), float(s)) for k, s in zip(top_keys, scores)]
-            fraction = allowed / max(self.count(), 1)
+            fraction = allowed / max(passages or self.count(), 1)
         if work is not None:
             work.store_calls += 1
         hits = _call("search", self.client.search, self.collection,
                      data=[np.asarray(vector, dtype=np.float32).tolist()], anns_field="dense",
-                     search_params={"metric_type": "COSINE", "params": {"ef": search_ef(limit, fraction)}},
+                     search_params={"metric_type": "COSINE", "params": {"ef": search_ef(limit, fraction, passages)}},
                      limit=limit, filter=expr, output_fields=[])[0]
         return [(hit["id"], float(hit["distance"])) for hit in hits]
 
