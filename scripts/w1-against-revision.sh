@@ -2,8 +2,9 @@
 # The single-request W1 time (BioGPT-base shape, prompt 64 -> 64 new tokens, beam 5, step engine) of this
 # checkout against another revision's, on this machine, for each precision given (default float32): each
 # revision exports its own packages (the engine graph can change between revisions), then the two run
-# alternately, three rounds of a median of three, and the token ids of the two are compared.
-# usage: bash scripts/w1-against-revision.sh REVISION [WEIGHTS ...]
+# alternately, ROUNDS rounds (default 3) of a median of three, and the token ids of the two are compared;
+# the last line per precision is the median of the rounds' changes (a shared VM varies by +-10% a round).
+# usage: [ROUNDS=N] bash scripts/w1-against-revision.sh REVISION [WEIGHTS ...]
 #   e.g. bash scripts/w1-against-revision.sh b8f3e63            (the engine before continuous batching)
 #        bash scripts/w1-against-revision.sh 9e54865 int8 int4  (before batch invariance)
 set -euo pipefail
@@ -37,8 +38,10 @@ for _ in range(3):
     times.append(time.perf_counter() - started)
 print(json.dumps({"seconds": statistics.median(times), "tokens": first.sequences[0][0].token_ids}))
 PY
+rounds="${ROUNDS:-3}"
 for w in "${weights[@]}"; do
-  for round in 1 2 3; do
+  changes=()
+  for round in $(seq 1 "$rounds"); do
     theirs=$(PYTHONPATH="$other/src" python bench-work/w1.py "bench-work/rev-$revision/biogpt-base/package-$w")
     ours=$(python bench-work/w1.py "bench-work/biogpt-base/package-$w")
     python - "$theirs" "$ours" <<PY
@@ -48,5 +51,7 @@ same = "same tokens" if theirs["tokens"] == ours["tokens"] else "tokens differ"
 print(f"$w round $round: $revision {theirs['seconds']:.3f} s, this checkout {ours['seconds']:.3f} s "
       f"({(ours['seconds'] / theirs['seconds'] - 1) * 100:+.1f}%), {same}")
 PY
+    changes+=("$(python -c "import json,sys; print(json.loads(sys.argv[2])['seconds'] / json.loads(sys.argv[1])['seconds'])" "$theirs" "$ours")")
   done
+  python -c "import statistics,sys; r=[float(x) for x in sys.argv[1:]]; print(f'$w: median change over {len(r)} rounds {(statistics.median(r) - 1) * 100:+.1f}% (range {(min(r) - 1) * 100:+.1f}% to {(max(r) - 1) * 100:+.1f}%)')" "${changes[@]}"
 done

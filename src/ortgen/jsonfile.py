@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ortgen.errors import OrtgenError
 
@@ -25,3 +25,21 @@ def parse_json(text: str, path: Path, *, error: type[OrtgenError] = OrtgenError)
         return json.loads(text)
     except ValueError as exc:
         raise error(f"{path} is not valid JSON: {exc}") from exc
+
+
+def jsonl_objects(text: str, path: Path, shape: str, *, error: type[OrtgenError] = OrtgenError
+                  ) -> Iterator[tuple[int, dict[str, Any], str]]:
+    """(line number, object, "PATH, line N") for each non-blank line of a JSONL file; ``error`` names the
+    line for one that is not a JSON object (``shape`` says what each line must be)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise error(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
+                        f"{shape}") from None
+        if not isinstance(record, dict):
+            raise error(f"{where}: expected {shape}, got {type(record).__name__}")
+        yield number, record, where

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ortgen.runtime.batch_invariance import ROW_MULTIPLE, chunk_grid, padded_count
+from ortgen.runtime.batch_invariance import ROW_MULTIPLE, chunk_grid, cpu_has_avx512, padded_count
 from ortgen.runtime.engine_decoder import StepBuilder
 from ortgen.runtime.generator import Generator
 from ortgen.runtime.scheduler import SchedulerLimits
@@ -41,9 +41,13 @@ def small_packages(tmp_path_factory) -> dict[str, object]:
     return out
 
 
-def test_padding_makes_every_count_even_and_never_one():
-    assert [padded_count(n, ROW_MULTIPLE) for n in (0, 1, 2, 3, 128, 129)] == [0, 2, 2, 4, 128, 130]
-    assert padded_count(7, 1) == 7 and [chunk_grid(b) for b in (5, 128, 256)] == [5, 128, 128]
+def test_padding_never_leaves_one_row_in_a_range_and_is_even_on_avx512():
+    assert [padded_count(n, 2) for n in (0, 1, 2, 3, 128, 129)] == [0, 2, 2, 4, 128, 130]
+    assert [padded_count(n, 1) for n in (0, 1, 2, 3, 5, 128, 129, 257)] == [0, 2, 2, 3, 5, 128, 130, 258]
+    assert [chunk_grid(b) for b in (5, 128, 256)] == [5, 128, 128]
+    assert cpu_has_avx512("flags\t\t: fpu sse avx2 avx512f avx512bw\n") is True
+    assert cpu_has_avx512("flags\t\t: fpu sse avx2 fma\n") is False
+    assert ROW_MULTIPLE == (2 if cpu_has_avx512() else 1)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -156,3 +160,23 @@ def test_long_prompts_beside_decoding_requests_equal_themselves_alone(small_pack
             single = generator.generate(input_ids=[prompt], max_new_tokens=6, **options).sequences[0]
             assert [(s.token_ids, s.score) for s in output.sequences] == [(s.token_ids, s.score) for s in single], \
                 f"{weights}: prompt of {len(prompt)} {options}"
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_scoring_requests_beside_others_equal_themselves_alone(small_packages, weights):
+    """Prompt log-probabilities (lm-eval's scoring requests: every prompt position's logits, nothing
+    generated) computed beside decoding requests and other scoring requests equal those computed alone,
+    bitwise, for prompts within one and across several of the kernels' 128-row ranges."""
+    rng = np.random.default_rng(3)
+    with Generator.load(small_packages[weights]) as generator:
+        vocab = generator.manifest.architecture.vocab_size
+        prompts = [[int(t) for t in rng.integers(4, vocab, size=n)] for n in (7, 129, 40, 260)]
+        alone = [generator.logprobs_of(input_ids=p, top=2) for p in prompts]
+        busy = [generator.submit(input_ids=[int(t) for t in rng.integers(4, vocab, size=n)], max_new_tokens=8, **o)
+                for n, o in ((5, {}), (131, dict(num_beams=3)), (9, dict(do_sample=True, seed=1)))]
+        scored = [generator.submit(input_ids=p, max_new_tokens=0, prompt_logprobs=2) for p in prompts]
+        together = [h.result(timeout=300).prompt_logprobs for h in scored]
+        for h in busy:
+            h.result(timeout=300)
+        for prompt, a, b in zip(prompts, alone, together):
+            assert a == b, f"{weights}: scoring a prompt of {len(prompt)} tokens"

@@ -57,8 +57,10 @@ def test_lists_and_strings():
     [
         (dict(num_beams=2, num_return_sequences=3), "num_return_sequences (3) must be <= num_beams (2)"),
         (dict(num_return_sequences=2), "greedy search returns one sequence"),
-        (dict(max_new_tokens=0), "max_new_tokens must be an integer >= 1, got 0"),
-        (dict(max_new_tokens=-5), "max_new_tokens must be an integer >= 1, got -5"),
+        (dict(max_new_tokens=0), "max_new_tokens=0 generates nothing: it is for scoring a prompt, with "
+                                 "prompt_logprobs"),
+        (dict(max_new_tokens=-5), "max_new_tokens must be an integer >= 0 (0: score the prompt only, with "
+                                  "prompt_logprobs), got -5"),
         (dict(min_new_tokens=-1), "min_new_tokens must be an integer >= 0, got -1"),
         (dict(min_new_tokens=10, max_new_tokens=5), "min_new_tokens (10) must not exceed max_new_tokens (5)"),
         (dict(min_length=-3), "min_length must be an integer >= 0, got -3"),
@@ -79,7 +81,8 @@ def test_lists_and_strings():
         (dict(strategy="sample", top_p=1.5), "top_p must be a number in (0, 1], got 1.5"),
         (dict(strategy="sample", temperature=0.0), "temperature must be a finite number > 0, got 0.0"),
         (dict(do_sample=True, top_k=-1), "top_k must be an integer >= 0, got -1"),
-        (dict(max_new_tokens=2.5), "max_new_tokens must be an integer >= 1, got 2.5"),
+        (dict(max_new_tokens=2.5), "max_new_tokens must be an integer >= 0 (0: score the prompt only, with "
+                                   "prompt_logprobs), got 2.5"),
         (dict(seed=-1), "seed must be an integer in [0, 9223372036854775807], got -1"),
         (dict(num_beams=2, early_stopping="sometimes"), "early_stopping must be true, false or 'never', got 'sometimes'"),
         (dict(num_beams=2, early_stopping=1), "early_stopping must be true, false or 'never', got 1"),
@@ -89,7 +92,10 @@ def test_lists_and_strings():
         (dict(bad_words_ids=[[5, 99999]]), "bad_words_ids contains token id 99999, outside the vocabulary [0, 300)"),
         (dict(eos_token_id=[]), "eos_token_id must be a token id or a non-empty list of token ids"),
         (dict(eos_token_id=99999), "eos_token_id contains token id 99999, outside the vocabulary [0, 300)"),
-        (dict(stop_strings=[""]), "stop_strings must be a non-empty string or a list of non-empty strings"),
+        (dict(stop_strings=[""]), "stop_strings must be a non-empty string or a list of at most 64 non-empty strings "
+                                  "of at most 256 characters"),
+        (dict(stop_strings=["x"] * 65), "a list of at most 64 non-empty strings"),
+        (dict(stop_strings=["x" * 257]), "of at most 256 characters"),
         (dict(backend="gpu"), "backend must be one of 'auto', 'graph', 'engine', got 'gpu'"),
         (dict(logprobs=21), "logprobs must be an integer in [0, 20], got 21"),
     ],

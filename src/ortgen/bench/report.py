@@ -88,8 +88,8 @@ def head_to_head(measurements: list[dict[str, Any]]) -> list[str]:
             *rows]
 
 
-def plot(result: dict[str, Any], path: Path) -> bool:
-    """Speed-up over transformers per model and workload; False when matplotlib is missing."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on its file-only backend, or None (with a warning) when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -97,6 +97,14 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         log.warning("matplotlib is not installed: no plot (pip install 'ortgen[bench]')")
+        return None
+    return plt
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    """Speed-up over transformers per model and workload; False when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
         return False
     measurements = [m for m in result["measurements"] if m["speedup_vs_transformers"]]
     models = list(dict.fromkeys(m["model"] for m in measurements))

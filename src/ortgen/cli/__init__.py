@@ -9,8 +9,8 @@ import sys
 from typing import Sequence
 
 from ortgen import __version__
-from ortgen.cli import (bench, convert, demo, export, export_embedder, generate, inspect, loadtest, rag, random_model,
-                        serve, triton, triton_env, validate)
+from ortgen.cli import (bench, convert, demo, evaluate, export, export_embedder, generate, inspect, loadtest, rag,
+                        random_model, serve, triton, triton_env, validate)
 from ortgen.errors import OrtgenError
 
 DESCRIPTION = """\
@@ -32,10 +32,11 @@ setting, requests batched together) or with those operators.
   ortgen export-embedder ST_MODEL_DIR -o emb   sentence-transformers model -> ONNX embedder
   ortgen rag index docs/ -o idx --embedder emb   documents -> Milvus (dense + BM25)
   ortgen rag ask idx pkg "question"        retrieve, answer with the package, show the sources
+  ortgen eval pkg pkg-int8 ori_pqal.json   PubMedQA accuracy, macro-F1, paired test between packages
 """
 
 VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model, serve, loadtest, triton, triton_env,
-         export_embedder, rag)
+         export_embedder, rag, evaluate)
 
 
 def _setup_logging(verbosity: int) -> None:

@@ -20,6 +20,8 @@ from ortgen.package.fields import is_int, is_number
 MAX_BEAMS = 128  # ONNX Runtime's BeamSearch limit; the engine follows it too
 MAX_SEED = 2**63 - 1
 MAX_LOGPROBS = 20  # the OpenAI API's limit for `logprobs`
+MAX_STOP_STRINGS = 64  # the OpenAI API allows 4; matching costs the same for 1 or 64 (runtime/stop_matcher.py)
+MAX_STOP_STRING_CHARS = 256
 STRATEGIES = ("beam", "greedy", "sample")
 BACKENDS = ("auto", "graph", "engine")
 EARLY_STOPPING_VALUES = (True, False, "never")
@@ -98,6 +100,8 @@ def _strings(value: Any) -> Any:
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) and s for s in value):
         return _INVALID
+    if len(value) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_STRING_CHARS for s in value):
+        return _INVALID
     return list(value)
 
 
@@ -106,7 +110,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            "shorthand for num_beams / do_sample"),
     Option("do_sample", "true or false", _bool, "sample instead of picking the most likely tokens"),
     Option("num_beams", f"an integer in [1, {MAX_BEAMS}]", _int_range(1, MAX_BEAMS), "beam width; 1: no beam search"),
-    Option("max_new_tokens", "an integer >= 1", _int_range(1), "tokens to generate at most"),
+    Option("max_new_tokens", "an integer >= 0 (0: score the prompt only, with prompt_logprobs)", _int_range(0),
+           "tokens to generate at most"),
     Option("max_length", "an integer >= 1", _int_range(1),
            "prompt + new tokens at most (max_new_tokens wins when both are set)"),
     Option("min_new_tokens", "an integer >= 0", _int_range(0), "EOS is suppressed until this many new tokens"),
@@ -118,14 +123,16 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("bad_words_ids", "a non-empty list of non-empty lists of token ids", _token_lists,
            "token sequences never to generate"),
     Option("eos_token_id", "a token id or a non-empty list of token ids", _token_ids, "token id(s) that end a sequence"),
-    Option("stop_strings", "a non-empty string or a list of non-empty strings", _strings,
-           "text that ends a sequence"),
+    Option("stop_strings", f"a non-empty string or a list of at most {MAX_STOP_STRINGS} non-empty strings of at "
+                           f"most {MAX_STOP_STRING_CHARS} characters", _strings, "text that ends a sequence"),
     Option("early_stopping", "true, false or 'never'", _choice(EARLY_STOPPING_VALUES),
            "beam search: when to stop searching"),
     Option("temperature", "a finite number > 0", _float_check(0.0), "sampling temperature"),
     Option("top_k", "an integer >= 0", _int_range(0), "sampling: keep the k most likely tokens (0: off)"),
     Option("top_p", "a number in (0, 1]", _float_check(0.0, high=1.0), "sampling: nucleus filtering"),
     Option("seed", f"an integer in [0, {MAX_SEED}]", _int_range(0, MAX_SEED), "sampling seed (reproducible)"),
+    Option("prompt_logprobs", f"an integer in [0, {MAX_LOGPROBS}]", _int_range(0, MAX_LOGPROBS),
+           "per prompt token: its log-probability given the tokens before it, and the top N alternatives'"),
     Option("logprobs", f"an integer in [0, {MAX_LOGPROBS}]", _int_range(0, MAX_LOGPROBS),
            "return the chosen token's log-probability and the top N alternatives'"),
     Option("backend", "one of 'auto', 'graph', 'engine'", _choice(BACKENDS),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from ortgen.rag.prompt import QAPrompt, QAPromptBuilder
 from ortgen.runtime.generator import Generator
@@ -60,8 +60,9 @@ class RagPipeline:
     def retrieve(self, question: str, k: int = 5, filters: Any = None, mode: str = "hybrid"):
         return self.index.search_timed(question, k=k, filters=filters, mode=mode)
 
-    def prompt(self, question: str, passages: list[Any], options: dict[str, Any]) -> QAPrompt:
-        """The prompt, with room left for the tokens the settings will generate."""
+    def prompt(self, question: str, passages: Sequence[str], options: dict[str, Any]) -> QAPrompt:
+        """The prompt for the passages' texts (best first), with room left for the tokens the settings
+        will generate."""
         settings = self.generator.settings_for(**options)
         positions = self.generator.manifest.architecture.max_positions
         if settings.max_new_tokens is not None:
@@ -75,7 +76,7 @@ class RagPipeline:
                     f"{positions - 1}, and fewer still to leave room for the passages)")
         else:  # max_length counts the prompt: any prompt shorter than it leaves room
             room = (settings.max_length or positions) - 1
-        prompt = self.builder.build(question, [p.text for p in passages], room)
+        prompt = self.builder.build(question, passages, room)
         check_lengths(settings, len(prompt.ids), positions)
         return prompt
 
@@ -85,7 +86,7 @@ class RagPipeline:
         started = time.perf_counter()
         passages, search_timings = self.retrieve(question, k, filters, mode)
         retrieved = time.perf_counter()
-        prompt = self.prompt(question, passages, options)
+        prompt = self.prompt(question, [p.text for p in passages], options)
         handle = self.generator.submit(input_ids=prompt.ids, **options)
         answer = RagAnswer(question, "", None, passages, prompt,
                            timings={"retrieve_seconds": retrieved - started, **{

@@ -6,6 +6,9 @@
     jsonl      *.jsonl                                one per line {"id", "title", "text"}   the "id" field
     medline    *.medline, *.nbib, or a *.txt whose    one per record (PMID-/TI  -/AB  -   "PMID:<pmid>"
                first line starts with "PMID-"         fields, records split by blank lines)
+    pubmedqa   *.json in PubMedQA's layout            one per item: its CONTEXTS joined    the item's id
+               (ori_pqal.json: id -> {QUESTION,       (the question is not indexed: it is
+               CONTEXTS, ...})                        what retrieval is asked)
 
 The MEDLINE format is what PubMed's "Save -> Format: PubMed" writes: a 4-character tag, a dash
 and the value; continuation lines start with six spaces.
@@ -18,7 +21,6 @@ would make an index quietly incomplete).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ortgen.errors import OrtgenError
+from ortgen.jsonfile import jsonl_objects
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,8 @@ TEXT_SUFFIXES = (".txt", ".text")
 MARKDOWN_SUFFIXES = (".md", ".markdown")
 JSONL_SUFFIXES = (".jsonl",)
 MEDLINE_SUFFIXES = (".medline", ".nbib")
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES + MARKDOWN_SUFFIXES + JSONL_SUFFIXES + MEDLINE_SUFFIXES
+PUBMEDQA_SUFFIXES = (".json",)
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES + MARKDOWN_SUFFIXES + JSONL_SUFFIXES + MEDLINE_SUFFIXES + PUBMEDQA_SUFFIXES
 MAX_ID_CHARS = 512
 
 
@@ -124,17 +128,8 @@ def _markdown_document(path: Path, doc_id: str, text: str) -> Document:
 
 
 def _jsonl_documents(path: Path, text: str) -> Iterator[Document]:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise DocumentError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
-                                'one object {"id": ..., "title": ..., "text": ...}') from None
-        if not isinstance(record, dict):
-            raise DocumentError(f'{where}: expected an object {{"id", "title", "text"}}, got {type(record).__name__}')
+    for number, record, where in jsonl_objects(text, path, 'one object {"id": ..., "title": ..., "text": ...}',
+                                               error=DocumentError):
         doc_id, body = record.get("id"), record.get("text")
         if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
             raise DocumentError(f'{where}: "id" must be a string or an integer, got {doc_id!r}')
@@ -185,13 +180,33 @@ def _is_medline(text: str) -> bool:
     return first.startswith("PMID-")
 
 
+def _pubmedqa_documents(path: Path) -> Iterator[Document]:
+    from ortgen.evaluate.pubmedqa import DataError, load_items
+
+    try:
+        items = load_items(path, labeled=False)
+    except DataError as exc:
+        raise DocumentError(str(exc)) from None
+    for item in items:
+        if item.context_text:
+            yield Document(_check_id(item.item_id, str(path)), "", item.context_text, f"{path}#{item.item_id}")
+
+
 def documents_from_file(path: Path, doc_id: str, report: LoadReport) -> Iterator[Document]:
     """The documents in one file (``doc_id`` names single-document files)."""
     text = _read_text(path, report)
     if text is None:
         return
     suffix = path.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
+    if suffix in PUBMEDQA_SUFFIXES:
+        from ortgen.evaluate.pubmedqa import is_pubmedqa_file
+
+        if not is_pubmedqa_file(path, text):
+            report.skip(path, "a .json file not in PubMedQA's layout (an object mapping ids to items with "
+                              "QUESTION and CONTEXTS)")
+            return
+        yield from _pubmedqa_documents(path)
+    elif suffix in JSONL_SUFFIXES:
         yield from _jsonl_documents(path, text)
     elif suffix in MEDLINE_SUFFIXES or _is_medline(text):
         yield from _medline_documents(path, text)

@@ -37,6 +37,10 @@ def graph_unsupported(settings: GenerationSettings, graphs: Mapping[str, Any], d
     reasons = []
     if settings.strategy == BEAM_SAMPLE:
         reasons.append("beam sampling: BeamSearch cannot sample")
+    if settings.prompt_logprobs is not None:
+        reasons.append("prompt_logprobs: the operators return no prompt log-probabilities")
+    if settings.logprobs is not None:
+        reasons.append("logprobs: the operators return no per-token log-probabilities")
     if settings.early_stopping == "never":
         reasons.append("early_stopping='never': BeamSearch lacks it")
     if settings.strategy == SAMPLE:

@@ -22,11 +22,12 @@ greedy decoding alone) is computed differently from the same query beside wider 
 
 So ortgen keeps these rules, for every precision:
 
-1. **Linear layers see an even number of rows, never one.** The scheduler pads the step's packed
-   tokens to an even count with tokens that run through the linear layers and nowhere else (not laid
-   out into any cache row, outputs never read), and the rows whose logits are projected likewise.
-   Every 128-row range is then even, and no row is ever alone in a tile. Cost: one row when the
-   count is odd (a decoding step is bound by reading the weights: nearly free).
+1. **Linear layers never see a range of one row; on AVX-512, never an odd count.** The scheduler
+   pads the step's packed tokens with tokens that run through the linear layers and nowhere else
+   (not laid out into any cache row, outputs never read), and the rows whose logits are projected
+   likewise: to an even count where the CPU has AVX-512 (MatMulNBits' 2-row tiles), else only when
+   the count would leave one row in a 128-row range (1, 129, 257, ...). Cost on AVX2: a row in 128
+   steps at most; on AVX-512: one row when the count is odd.
 2. **A prompt's chunks start on a fixed grid** (multiples of ``chunk_grid``: 128, or the prefill
    budget when smaller): a chunk's queries are then cut into the same ranges whatever budget its
    batch-mates left, and the last query of a prompt sits in a range of ``len(prompt) mod 128`` rows
@@ -44,7 +45,6 @@ is bitwise the same whatever else runs, not across those settings.
 
 from __future__ import annotations
 
-ROW_MULTIPLE = 2  # a step's row counts are padded to a multiple of this (every precision: rule 1)
 KERNEL_ROW_STRIDE = 128  # MLAS cuts products into ranges of this many rows
 MIN_SLOTS = 2  # attention always runs on query rows of at least 2 slots: never its one-query (decoding) path
 
@@ -55,8 +55,28 @@ def chunk_grid(prefill_chunk: int) -> int:
     return max(1, min(KERNEL_ROW_STRIDE, prefill_chunk))
 
 
+def cpu_has_avx512(cpuinfo: str | None = None) -> bool:
+    """Does this CPU have AVX-512 (MLAS then runs MatMulNBits in 2-row tiles)? Read from /proc/cpuinfo;
+    True where it cannot be read (even counts are invariant on every kernel path: the safe side)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return True
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    return True if flags is None else "avx512f" in flags
+
+
+ROW_MULTIPLE = 2 if cpu_has_avx512() else 1  # rule 1 on this machine's kernels
+
+
 def padded_count(n: int, multiple: int) -> int:
-    """``n`` rounded up to a multiple of ``multiple`` (at least ``multiple``; 0 stays 0)."""
-    if multiple <= 1 or n == 0:
-        return n
-    return max(multiple, -(-n // multiple) * multiple)
+    """``n`` rounded up to a multiple of ``multiple`` (at least ``multiple``; 0 stays 0), and one more
+    where that would leave a single row in the last of the kernels' 128-row ranges."""
+    if n == 0:
+        return 0
+    count = max(multiple, -(-n // multiple) * multiple)
+    if count % KERNEL_ROW_STRIDE == 1:
+        count += 1
+    return count

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from pathlib import Path
@@ -35,7 +36,7 @@ from ortgen.runtime.graph_runner import OPERATORS, GraphRunner, graph_key, left_
 from ortgen.runtime.request import RequestHandle, RequestOutput
 from ortgen.runtime.results import Answer, GeneratedSequence, GenerationResult
 from ortgen.runtime.scheduler import Scheduler, SchedulerLimits
-from ortgen.runtime.search import Hypothesis
+from ortgen.runtime.search import Hypothesis, TokenLogprob
 from ortgen.runtime.sessions import create_session, resolve_providers
 from ortgen.runtime.settings import GenerationRequest, GenerationSettings, check_lengths, replace, resolve_settings
 from ortgen.runtime.tokenizer import Tokenizer, load_tokenizer
@@ -44,6 +45,16 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Generator", "GenerationResult", "GeneratedSequence", "Answer", "RequestHandle", "RequestOutput",
            "SchedulerLimits", "left_pad"]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A continuation's log-likelihood after a context (:meth:`Generator.score`)."""
+
+    logprob: float  # the sum over the continuation's tokens
+    is_greedy: bool  # every continuation token was the most likely one
+    token_ids: list[int]
+    token_logprobs: list[float]
 
 
 class Generator:
@@ -327,6 +338,33 @@ class Generator:
             for i, output in zip(rows, outputs):
                 sequences[i] = output
         return sequences, extra
+
+    def logprobs_of(self, prompt: str | None = None, *, input_ids: Sequence[int] | None = None,
+                    top: int = 0) -> list[TokenLogprob | None]:
+        """Each token's log-probability given the tokens before it (None for the first), with the ``top``
+        most likely alternatives at each position: one prefill through the scheduler, nothing generated
+        (it batches with everything else running)."""
+        handle = self.submit(prompt, input_ids=input_ids, max_new_tokens=0, prompt_logprobs=top)
+        output = handle.result()
+        assert output.prompt_logprobs is not None
+        return output.prompt_logprobs
+
+    def score(self, context: str | Sequence[int], continuation: str | Sequence[int]) -> Score:
+        """How likely ``continuation`` is after ``context`` (text, or token ids): the sum of its tokens'
+        log-probabilities, and whether each was the most likely token (lm-evaluation-harness's
+        loglikelihood). Text is tokenized as the package does: the context with its prompt format and
+        prefix, the continuation plainly, so that the continuation's tokens are scored as they come."""
+        if self.tokenizer is None and (isinstance(context, str) or isinstance(continuation, str)):
+            raise OrtgenError("this package has no tokenizer: pass token ids")
+        head = self.encode([context])[0] if isinstance(context, str) else [int(t) for t in context]
+        tail = self.tokenizer.encode_plain(continuation) if isinstance(continuation, str) \
+            else [int(t) for t in continuation]
+        if not tail:
+            raise GenerationSettingsError("the continuation has no tokens")
+        records = self.logprobs_of(input_ids=head + tail, top=1)[len(head):]
+        assert all(r is not None for r in records)
+        return Score(sum(r.logprob for r in records), all(r.top and r.top[0][0] == r.token for r in records),
+                     list(tail), [r.logprob for r in records])
 
     def stream(self, prompt: str | None = None, *, input_ids: Sequence[int] | None = None,
                **options: Any) -> Iterator[str]:

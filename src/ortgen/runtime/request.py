@@ -73,6 +73,8 @@ class RequestOutput:
     sequences: list[GeneratedSequence]
     settings: GenerationSettings
     timings: RequestTimings
+    # with prompt_logprobs: one per prompt token, None for the first (nothing before it predicts it)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -116,6 +118,7 @@ class RequestHandle:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self.cancelled = False
         self.timings = RequestTimings(time.perf_counter())
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None  # set once its prompt is scored
 
     # -- written by the scheduler ----------------------------------------------------------
 

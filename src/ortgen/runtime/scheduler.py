@@ -51,7 +51,8 @@ from ortgen.runtime.kv_pool import KVPool, PoolShape, round_capacity
 from ortgen.runtime.paths import Paths
 from ortgen.runtime.request import RequestHandle, RequestOutput, _Progress, cancelled_error
 from ortgen.runtime.results import GeneratedSequence
-from ortgen.runtime.search import BestTokens, Hypothesis, Search, SearchSpec, best_k, make_search
+from ortgen.runtime.search import BestTokens, Hypothesis, Search, SearchSpec, TokenLogprob, best_k, logprob_records, \
+    make_search
 from ortgen.runtime.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,17 @@ class _Request:
     paths: Paths | None = None
     published: list[int] = field(default_factory=list)  # settled tokens published, per index
     best_k: int | None = None  # best tokens per row its search needs (None: whole logits rows); see search.best_k
+    prompt_records: list[TokenLogprob | None] | None = None  # prompt_logprobs: one per prompt token so far
 
     def __post_init__(self) -> None:
         self.best_k = best_k(self.spec)
+        if self.settings.prompt_logprobs is not None:
+            self.best_k = None  # its prompt's rows come back whole, and its first step reads the last of them
+            self.prompt_records = [None]  # the first token has nothing before it
+
+    @property
+    def scores_prompt(self) -> bool:
+        return self.prompt_records is not None
 
     @property
     def width(self) -> int:
@@ -318,8 +327,8 @@ class Scheduler:
                 budget -= chunk
                 end = start + chunk
                 last = end == len(request.prompt)
-                builder.add(request.row, request.prompt[start:end], np.arange(start, end), end,
-                            logits="last" if last else "none")
+                logits = "all" if request.scores_prompt else "last" if last else "none"
+                builder.add(request.row, request.prompt[start:end], np.arange(start, end), end, logits=logits)
                 request.prefilled = end
                 plan.append((request, "last chunk" if last else "chunk"))
         if not plan:
@@ -338,16 +347,22 @@ class Scheduler:
         for listener in self.step_listeners:
             listener(len(plan), batch.tokens, seconds)
         for (request, kind), rows in zip(plan, batch.logit_slices):
+            if request.scores_prompt and kind != "decode":
+                self._score_prompt(request, logits[rows])
             if kind == "chunk":
                 continue
             use_best = best is not None and request.best_k is not None  # what it would use alone
             if kind == "last chunk":
+                request.handle.timings.first_token = time.perf_counter()
+                request.handle.prompt_logprobs = request.prompt_records
+                if request.settings.max_new_tokens == 0:  # scoring only: nothing to generate
+                    self._complete(request)
+                    continue
                 request.search = make_search(request.prompt, request.spec)
                 if use_best:
                     request.search.first_best(best.rows(rows))
                 else:
-                    request.search.first(logits[rows][0])
-                request.handle.timings.first_token = time.perf_counter()
+                    request.search.first(logits[rows][-1])
             else:
                 assert request.search is not None
                 if use_best:
@@ -364,7 +379,7 @@ class Scheduler:
         of a whole row differ in the last bits). best: the most any search that can choose from best tokens
         needs (None when none can, when the graph lacks the best_* outputs, or ``fetch_best_tokens`` is
         off); whole rows when a search needs them."""
-        needs = [request.best_k for request, kind in plan if kind != "chunk"]
+        needs = [request.best_k for request, kind in plan if kind != "chunk" or request.scores_prompt]
         if not needs:
             return None, True
         if not (self.decoder.has_best and self.fetch_best_tokens):
@@ -386,9 +401,25 @@ class Scheduler:
                 request.published[index] = len(text_tokens)
         request.handle._publish(progress)
 
+    def _score_prompt(self, request: _Request, logits: np.ndarray) -> None:
+        """Log-probabilities of the prompt tokens this chunk's logits predict (row i: the token after it)."""
+        records = request.prompt_records
+        assert records is not None
+        start = len(records)  # the next prompt token to score
+        targets = request.prompt[start:start + len(logits)]
+        if not targets:
+            return
+        rows = logits[:len(targets)].astype(np.float32)
+        top = rows.max(axis=1, keepdims=True)
+        logsumexp = top + np.log(np.exp(rows - top).sum(axis=1, keepdims=True))
+        records.extend(logprob_records(rows - logsumexp, np.asarray(targets), request.settings.prompt_logprobs or 0))
+
     def _complete(self, request: _Request) -> None:
-        assert request.search is not None
-        sequences = self._finish_sequences(request.search.hypotheses(), request.settings)
+        if request.search is None:  # max_new_tokens=0: the prompt scored, one empty sequence per return
+            sequences = [GeneratedSequence([], "", False, None, "length", [] if request.settings.logprobs is not None
+                                           else None)] * request.settings.num_return_sequences
+        else:
+            sequences = self._finish_sequences(request.search.hypotheses(), request.settings)
         with self._cond:
             if request in self._running:
                 self._running.remove(request)
@@ -398,7 +429,7 @@ class Scheduler:
         self.stats.generated_tokens += sum(len(s.token_ids) for s in sequences)
         self.stats.prompt_tokens += len(request.prompt)
         request.handle._finish(RequestOutput(request.handle.id, request.prompt, sequences, request.settings,
-                                             request.handle.timings))
+                                             request.handle.timings, request.prompt_records))
 
 
 @dataclass

@@ -131,7 +131,7 @@ def _gumbel(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return -np.log(-np.log(rng.random(shape, dtype=np.float64).clip(1e-300, 1.0))).astype(np.float32)
 
 
-def _logprob_records(distribution: np.ndarray, chosen: np.ndarray, top: int) -> list[TokenLogprob]:
+def logprob_records(distribution: np.ndarray, chosen: np.ndarray, top: int) -> list[TokenLogprob]:
     """Per row of ``distribution`` (log-probabilities [rows, V]): the chosen token's and the top alternatives'."""
     records = []
     for row, token in enumerate(chosen):
@@ -178,7 +178,7 @@ class SampleSearch:
         else:
             tokens = np.argmax(scores, axis=-1)
         if spec.logprobs is not None:
-            for row, record in enumerate(_logprob_records(log_softmax(scores), tokens, spec.logprobs)):
+            for row, record in enumerate(logprob_records(log_softmax(scores), tokens, spec.logprobs)):
                 if self.unfinished[row]:
                     self.logprobs[row].append(record)
         self._advance(tokens)
@@ -328,7 +328,7 @@ class BeamSearch:
         candidate_logprobs: list[list[TokenLogprob]] = []
         if spec.logprobs is not None:
             assert log_probs is not None  # best_k sends requests for log-probabilities down step()
-            records = _logprob_records(log_probs, np.zeros(nb, dtype=np.int64), spec.logprobs)
+            records = logprob_records(log_probs, np.zeros(nb, dtype=np.int64), spec.logprobs)
             for k in range(K):
                 beam, token = int(source_beam[0, k]), int(tokens[0, k])
                 record = TokenLogprob(token, float(log_probs[beam, token]), records[beam].top)

@@ -62,6 +62,7 @@ class GenerationRequest:
     seed: int | None = None
     early_stopping: bool | str | None = None
     logprobs: int | None = None  # per generated token: its log-probability and the top N alternatives'
+    prompt_logprobs: int | None = None  # per prompt token (after the first): the same, given the tokens before it
     backend: str | None = None  # "auto" (default), "graph" (in-graph operators) or "engine"
 
     @classmethod
@@ -99,6 +100,7 @@ class GenerationSettings:
     backend: str = "auto"
     max_length: int | None = None
     logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     @property
     def do_sample(self) -> bool:
@@ -182,6 +184,9 @@ def resolve_settings(request: GenerationRequest, defaults: Mapping[str, Any], eo
                                           f"{'beam' if num_beams > 1 else 'greedy'} search (set do_sample=True)")
 
     max_new, max_length = _max_lengths(request, defaults)
+    if max_new == 0 and request.prompt_logprobs is None:
+        raise GenerationSettingsError("max_new_tokens=0 generates nothing: it is for scoring a prompt, with "
+                                      "prompt_logprobs (0 or more)")
     min_new = _pick(request, defaults, "min_new_tokens", 0)
     if max_new is not None and min_new > max_new:
         raise GenerationSettingsError(f"min_new_tokens ({min_new}) must not exceed max_new_tokens ({max_new})")
@@ -222,7 +227,7 @@ def resolve_settings(request: GenerationRequest, defaults: Mapping[str, Any], eo
         no_repeat_ngram_size=_pick(request, defaults, "no_repeat_ngram_size", 0),
         bad_words_ids=bad_words, eos_token_ids=eos_list,
         stop_strings=[] if request.stop_strings is None else check_option("stop_strings", request.stop_strings),
-        backend=request.backend or "auto", logprobs=request.logprobs,
+        backend=request.backend or "auto", logprobs=request.logprobs, prompt_logprobs=request.prompt_logprobs,
     )
 
 
@@ -233,7 +238,7 @@ def check_lengths(settings: GenerationSettings, prompt_length: int, max_position
         raise GenerationSettingsError(f"min_length must be <= {limit} (the model's positions: it could never be "
                                       f"reached), got {settings.min_length}")
     new = settings.new_tokens(prompt_length)
-    if new < 1:
+    if new < 1 and not (new == 0 and settings.prompt_logprobs is not None):
         raise PromptTooLongError(f"max_length={settings.max_length} leaves no room for new tokens after a prompt of "
                                  f"{prompt_length} tokens (max_length counts the prompt; or set max_new_tokens)")
     if settings.max_new_tokens is None and settings.min_new_tokens > new:

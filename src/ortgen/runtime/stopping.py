@@ -4,7 +4,9 @@ Stop strings follow transformers' ``StopStringCriteria``: a row stops when an oc
 of a stop string ends within its last token, possibly spanning earlier tokens and
 overhanging either end ("st" + "opera" stops on "stop", so does "xstopx"; "stop" + "at" does
 not). Tokens are compared through their surface strings, obtained as transformers obtains
-them: the text a token adds after a fixed prefix when decoded.
+them: the text a token adds after a fixed prefix when decoded. The check reads the last token's
+text and the ``longest - 1`` characters before it through one automaton of all the stop strings
+(:class:`~ortgen.runtime.stop_matcher.StopMatcher`): its cost does not grow with their number.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ortgen.runtime.stop_matcher import StopMatcher
+
 _PREFIX = "abcdef"
 
 
@@ -22,25 +26,28 @@ class StopStrings:
 
     def __init__(self, stop_strings: Sequence[str], token_text: Callable[[int], str]) -> None:
         self.stop_strings = [s for s in stop_strings if s]
+        self._matcher = StopMatcher(self.stop_strings)
         self._token_text = lru_cache(maxsize=200_000)(token_text)
 
-    def _matches(self, tokens: Sequence[int], stop: str) -> bool:
-        """Does an occurrence of ``stop`` end inside the last token's text?"""
+    def _matches(self, tokens: Sequence[int]) -> bool:
+        """Does an occurrence of a stop string end inside the last token's text?"""
         last = self._token_text(int(tokens[-1]))
-        before = ""
+        pieces: list[str] = []
+        before = 0
         i = len(tokens) - 2
-        while len(before) < len(stop) - 1 and i >= 0:  # enough text before the last token
-            before = self._token_text(int(tokens[i])) + before
+        while before < self._matcher.longest - 1 and i >= 0:  # enough text before the last token
+            piece = self._token_text(int(tokens[i]))
+            pieces.append(piece)
+            before += len(piece)
             i -= 1
-        text = before + last
-        start = max(0, len(before) - len(stop) + 1)  # occurrences that start here or later end in `last`
-        return stop in text[start:]
+        text = "".join(reversed(pieces)) + last
+        return self._matcher.ends_after(text, before)
 
     def __call__(self, generated: Sequence[Sequence[int]]) -> np.ndarray:
         """For each row's generated tokens: does a stop string end in its last token?"""
         done = np.zeros(len(generated), dtype=bool)
         for row, tokens in enumerate(generated):
-            if len(tokens) and any(self._matches(tokens, s) for s in self.stop_strings):
+            if len(tokens) and self._matcher and self._matches(tokens):
                 done[row] = True
         return done
 

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ortgen import __version__
 from ortgen.serve import kserve_api, openai_api
+from ortgen.serve.json_guard import check_json_body
 from ortgen.serve.service import GenerationService, ServeError
 
 log = logging.getLogger("ortgen.serve")
@@ -94,10 +95,19 @@ class Gate:
                 await _error(path, ServeError(413, f"the body has {length} bytes; this server takes at most "
                                                    f"{config.max_body_bytes}"))(scope, receive, send_with_status)
                 return
-            _json_by_default(scope)
+            is_json = _json_by_default(scope)
             self.service.in_flight += 1
             try:
-                await self.app(scope, _limited(receive, config.max_body_bytes), send_with_status)
+                receiving = _limited(receive, config.max_body_bytes)
+                if is_json:
+                    body = await _read_body(receiving)
+                    problem = check_json_body(body)
+                    if problem:
+                        await _error(path, ServeError(400, f"invalid request: {problem}"))(
+                            scope, receive, send_with_status)
+                        return
+                    receiving = _replay(body, receive)
+                await self.app(scope, receiving, send_with_status)
             except _BodyTooLarge:
                 await _error(path, ServeError(413, f"the body is larger than {config.max_body_bytes} bytes"))(
                     scope, receive, send_with_status)
@@ -148,13 +158,40 @@ def _limited(receive, limit: int):
     return wrapped
 
 
-def _json_by_default(scope) -> None:
+def _json_by_default(scope) -> bool:
     """Bodies are JSON whatever the Content-Type says (``curl -d`` sends form encoding), except the
-    binary tensor extension's."""
+    binary tensor extension's. Returns whether this request's body is JSON."""
     if scope.get("method") != "POST" or _header(scope, b"inference-header-content-length") is not None:
-        return
+        return False
     headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
     scope["headers"] = headers + [(b"content-type", b"application/json")]
+    return True
+
+
+async def _read_body(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """``receive`` that gives the already read ``body`` once, then whatever the client sends next (a
+    disconnect, which streaming responses watch for)."""
+    sent = False
+
+    async def wrapped():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return wrapped
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -184,7 +221,7 @@ def create_app(service: GenerationService, rag=None) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok" if service.ready else "draining"}
 
-    @app.get("/metrics", summary="Prometheus metrics", tags=["metrics"])
+    @app.api_route("/metrics", methods=["GET", "HEAD"], summary="Prometheus metrics", tags=["metrics"])
     async def metrics() -> Response:
         body, content_type = service.metrics.exposition()
         return Response(body, media_type=content_type)

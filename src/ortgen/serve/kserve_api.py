@@ -222,6 +222,28 @@ def build_router(service: GenerationService) -> APIRouter:
         check_model(name, version)
         return metadata()
 
+    def config() -> dict[str, Any]:
+        """The model's configuration in Triton's JSON form (what tritonclient's get_model_config reads)."""
+        triton_types = {"BYTES": "TYPE_STRING", "INT32": "TYPE_INT32", "UINT64": "TYPE_UINT64", "FP32": "TYPE_FP32",
+                        "BOOL": "TYPE_BOOL"}
+        inputs = [{"name": "text_input", "data_type": "TYPE_STRING", "dims": [-1]}]
+        inputs += [{"name": n, "data_type": triton_types[d], "dims": [-1], "optional": True}
+                   for n, (d, _) in SETTINGS.items()]
+        return {"name": service.model_name, "platform": "ortgen", "backend": "ortgen", "version_policy": {"latest": {
+            "num_versions": 1}}, "max_batch_size": 0, "input": inputs,
+            "output": [{"name": "text_output", "data_type": "TYPE_STRING", "dims": [-1, -1]}],
+            "model_transaction_policy": {"decoupled": False}}
+
+    @router.get("/models/{name}/config", summary="Model configuration (Triton's JSON form)")
+    async def model_config(name: Name) -> dict[str, Any]:
+        check_model(name)
+        return config()
+
+    @router.get("/models/{name}/versions/{version}/config", summary="Model configuration (one version)")
+    async def model_version_config(name: Name, version: Version) -> dict[str, Any]:
+        check_model(name, version)
+        return config()
+
     @router.get("/models/{name}/ready", summary="Model readiness")
     async def model_ready(name: Name) -> Response:
         check_model(name)

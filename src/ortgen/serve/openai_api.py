@@ -5,8 +5,15 @@ What the official ``openai`` client sends, as vLLM serves it (docs/serve.md list
 temperature, top_p, stop, seed, echo, logprobs, user, stream with ``data: [DONE]`` and
 ``stream_options.include_usage``; and the extensions vLLM users pass through ``extra_body``:
 use_beam_search, best_of (the beam width), num_beams, length_penalty, repetition_penalty,
-min_tokens, top_k, early_stopping, no_repeat_ngram_size. Beam search streams too: what every beam
-agrees on, as it settles.
+min_tokens, top_k, early_stopping, no_repeat_ngram_size, prompt_logprobs. Beam search streams too:
+what every beam agrees on, as it settles.
+
+Scoring (lm-evaluation-harness's ``local-completions``): with ``echo`` and ``logprobs`` the logprobs
+cover every prompt token too (the first one's is null, as OpenAI and vLLM return it), computed in
+the scheduler's prefill with everything else; ``max_tokens: 0`` then scores the prompt without
+generating. Texts, token strings and offsets are those of the detokenised whole (prompt, then
+completion: :mod:`~ortgen.serve.text_alignment`), and stop strings are found in that text with one
+automaton for all of them (:mod:`~ortgen.runtime.stop_matcher`).
 
 Which search runs: ``use_beam_search`` (or num_beams > 1) -> beam search; temperature 0 -> greedy;
 a temperature > 0, top_p, top_k, a seed or n > 1 -> sampling (top_k off unless given, as in the
@@ -27,7 +34,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ortgen.runtime.request import RequestOutput
+from ortgen.runtime.stop_matcher import StopMatcher, StopScanner
 from ortgen.serve.service import GenerationService, ServeError
+from ortgen.serve.text_alignment import align, continuation
 
 PREFIX = "/v1"
 
@@ -49,7 +58,8 @@ class CompletionRequest(_Strict):
 
     model: str = Field(description="the served model's name (GET /v1/models)")
     prompt: PromptType = Field(description="a string, a list of strings, token ids, or a list of token-id lists")
-    max_tokens: int | None = Field(16, ge=1, description="new tokens at most (the OpenAI default: 16)")
+    max_tokens: int | None = Field(16, ge=0, description="new tokens at most (the OpenAI default: 16); 0 with echo "
+                                                         "and logprobs (or prompt_logprobs): score the prompt only")
     n: int = Field(1, ge=1, description="sequences per prompt")
     temperature: float | None = Field(None, ge=0, description="0: greedy; > 0: sampling")
     top_p: float | None = Field(None, gt=0, le=1)
@@ -58,7 +68,10 @@ class CompletionRequest(_Strict):
     stop: str | list[str] | None = Field(None, description="text that ends a sequence (not part of the result)")
     seed: int | None = Field(None, ge=0)
     echo: bool = Field(False, description="return the prompt in front of the text")
-    logprobs: int | None = Field(None, ge=0, le=20, description="log-probabilities of the chosen and the top N tokens")
+    logprobs: int | None = Field(None, ge=0, le=20, description="log-probabilities of the chosen and the top N tokens "
+                                                                 "(with echo: of the prompt's tokens too)")
+    prompt_logprobs: int | None = Field(None, ge=0, le=20, description="vLLM's extension: each prompt token's "
+                                                                        "log-probability and the top N alternatives'")
     return_tokens_as_token_ids: bool = Field(False, description="logprobs name tokens 'token_id:N' (vLLM's "
                                                                 "extension): exact, whatever the tokenizer")
     user: str | None = None
@@ -112,7 +125,13 @@ def _options(body: CompletionRequest) -> dict[str, Any]:
             raise ServeError(400, f"{name} is not supported by this server", param=name)
     if body.stream_options is not None and not body.stream:
         raise ServeError(400, "stream_options needs stream: true", param="stream_options")
+    scored = [n for n in ((body.logprobs if body.echo else None), body.prompt_logprobs) if n is not None]
+    if body.max_tokens == 0 and not scored:
+        raise ServeError(400, "max_tokens 0 generates nothing: it scores the prompt, with echo: true and logprobs "
+                              "(or prompt_logprobs)", param="max_tokens")
     options: dict[str, Any] = {"max_new_tokens": body.max_tokens}
+    if scored:
+        options["prompt_logprobs"] = max(scored)
     sampling = {k: v for k, v in (("temperature", body.temperature), ("top_p", body.top_p), ("top_k", body.top_k),
                                   ("seed", body.seed)) if v is not None}
     if body.use_beam_search or (body.num_beams or 1) > 1:
@@ -142,56 +161,112 @@ def _options(body: CompletionRequest) -> dict[str, Any]:
     return options
 
 
-def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    """The text before the first stop string (OpenAI leaves stop strings out)."""
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
-
-
 def _finish_reason(stop_reason: str) -> str:
     return "length" if stop_reason == "length" else "stop"
 
 
 class _Choice:
-    """One choice's text as it is produced: stop strings cut, echo prepended, logprobs formatted."""
+    """One choice's text as it is produced, in the context of its prompt: stop strings cut, echo
+    prepended, logprobs formatted with token strings and offsets that index into the returned text."""
 
-    def __init__(self, service: GenerationService, index: int, prompt_text: str, echo: bool, stops: list[str],
-                 token_ids: bool = False):
+    def __init__(self, service: GenerationService, index: int, prompt_text: str, prompt_ids: list[int], echo: bool,
+                 stops: StopMatcher, token_ids: bool = False):
         self.service, self.index, self.stops, self.token_ids = service, index, stops, token_ids
+        self.prompt_ids = prompt_ids
+        self.prompt_text = prompt_text
         self.prefix = prompt_text if echo else ""
-        self.hold = max((len(s) for s in stops), default=1) - 1  # a stop string may still complete here
+        self.hold = max(stops.longest - 1, 0)  # a stop string may still complete in the last characters
+        self.scanner = StopScanner(stops)
         self.emitted = ""
-        self.raw = ""
-        self.tokens: list[int] = []
-        self.offset = len(self.prefix)
+        self.raw = ""  # the completion so far, in context
+        self.lead: str | None = None  # whitespace the detokenizer puts between prompt and completion
+        self.tokens: list[int] = []  # completion tokens seen (streaming)
+        self.cursor = 0  # streaming logprobs: where in the completion the next token's text starts
 
-    def text_of(self, raw: str) -> tuple[str, bool]:
-        return _cut_at_stop(raw, self.stops) if self.stops else (raw, False)
+    # -- pieces ------------------------------------------------------------------------------
 
-    def logprobs(self, records, tokens: list[int]) -> dict[str, Any] | None:
+    def _decode(self, ids: list[int]) -> str:
+        return self.service.generator._decode_text(ids) or ""
+
+    def _surface(self, token: int) -> str:
+        tok = self.service.generator.tokenizer
+        return tok.decode([token], skip_special_tokens=False) if tok else ""
+
+    def _label(self, token: int, text: str) -> str:
+        return f"token_id:{token}" if self.token_ids or self.service.generator.tokenizer is None else text
+
+    def completion(self, ids: list[int]) -> str:
+        return continuation(self._decode, self.prompt_ids, ids)
+
+    def cut(self, text: str) -> tuple[str, bool]:
+        """The text before the stop string that completes first (OpenAI leaves stop strings out)."""
+        found = self.stops.first(text) if self.stops else None
+        return (text[:found[0]], True) if found else (text, False)
+
+    # -- logprobs ----------------------------------------------------------------------------
+
+    def _entries(self, text: str, base: int, tokens: list[int], records: list[Any], start: int = 0
+                 ) -> dict[str, list[Any]]:
+        aligned = align(text, [self._surface(t) for t in tokens], start)
+        if aligned:
+            self.cursor = aligned[-1][1] + len(aligned[-1][0])
+        out: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for token, record, (piece, offset) in zip(tokens, records, aligned):
+            out["tokens"].append(self._label(token, piece))
+            out["token_logprobs"].append(None if record is None else record.logprob)
+            out["top_logprobs"].append(None if record is None else
+                                       {self._label(t, self._surface(t)): lp for t, lp in record.top})
+            out["text_offset"].append(base + offset)
+        return out
+
+    def logprobs(self, completion: str, tokens: list[int], records: list[Any] | None,
+                 prompt_records: list[Any] | None = None, start: int = 0) -> dict[str, Any] | None:
+        """The choice's logprobs (OpenAI's shape): the prompt's tokens first when echoed with records;
+        the completion's tokens found in ``completion`` from character ``start``."""
+        if records is None and prompt_records is None:
+            return None
+        parts = []
+        if prompt_records is not None and self.prefix:
+            parts.append(self._entries(self.prompt_text, 0, self.prompt_ids, prompt_records))
+        if records is not None:
+            parts.append(self._entries(completion, len(self.prefix), list(tokens), list(records), start))
+        merged: dict[str, Any] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for part in parts:
+            for key in merged:
+                merged[key] += part[key]
+        return merged
+
+    def prompt_logprobs(self, records: list[Any] | None) -> list[Any] | None:
+        """vLLM's ``prompt_logprobs``: per prompt token, None for the first, else {token id: {logprob, rank,
+        decoded_token}} for the token itself and the top alternatives."""
         if records is None:
             return None
-        tok = self.service.generator.tokenizer
+        out: list[Any] = []
+        for token, record in zip(self.prompt_ids, records):
+            if record is None:
+                out.append(None)
+                continue
+            entries = {}
+            ranked = [t for t, _ in record.top]
+            for t, lp in [(record.token, record.logprob)] + list(record.top):
+                entries[str(t)] = {"logprob": lp, "rank": ranked.index(t) + 1 if t in ranked else None,
+                                   "decoded_token": self._surface(t)}
+            out.append(entries)
+        return out
 
-        def surface(t: int) -> str:
-            return tok.decode([t], skip_special_tokens=False) if tok else f"token_id:{t}"
+    # -- streaming ---------------------------------------------------------------------------
 
-        def label(t: int) -> str:
-            return f"token_id:{t}" if self.token_ids else surface(t)
-
-        names = [label(t) for t in tokens]
-        offsets = []
-        for token in tokens:
-            offsets.append(self.offset)
-            self.offset += len(surface(token))
-        top = [{label(t): lp for t, lp in r.top} for r in records]
-        return {"tokens": names, "token_logprobs": [r.logprob for r in records], "top_logprobs": top,
-                "text_offset": offsets}
-
-    def delta(self, text: str, final: bool) -> str:
+    def delta(self, text: str, token_ids: list[int], final: bool) -> str:
         """New text to stream, holding back what a stop string may still claim."""
+        if self.lead is None and token_ids:  # the detokenizer's space between prompt and completion
+            alone, in_context = self._decode(token_ids[:1]), self.completion(token_ids[:1])
+            gap = in_context[:len(in_context) - len(alone)] if in_context.endswith(alone) else ""
+            self.lead = gap if gap.isspace() else ""
+            text = self.lead + text
+        self.tokens += token_ids
         self.raw += text
-        visible, stopped = self.text_of(self.raw)
+        stopped = self.scanner.feed(text)
+        visible = self.raw[:stopped[0]] if stopped else self.raw
         if not final and not stopped and self.hold:
             visible = visible[:max(len(visible) - self.hold, 0)]
         if not visible.startswith(self.emitted):
@@ -233,24 +308,30 @@ def build_router(service: GenerationService) -> APIRouter:
         handles = await service.submit_all(ids, options)
         request.state.prompt_tokens = sum(len(i) for i in ids)
         request.state.queue_seconds = None
-        texts = [p if isinstance(p, str) else service.generator._decode_text(p) for p in prompts]
-        stops = options.get("stop_strings", [])
+        texts = [p if isinstance(p, str) else service.generator._decode_text(p) or "" for p in prompts]
+        stops = StopMatcher(options.get("stop_strings", []))
         created, rid = int(time.time()), f"cmpl-{uuid.uuid4().hex}"
         if body.stream:
-            return StreamingResponse(_stream(service, request, body, handles, texts, stops, created, rid),
+            return StreamingResponse(_stream(service, request, body, handles, texts, ids, stops, created, rid),
                                      media_type="text/event-stream")
         outputs = await asyncio.gather(*(service.result(h, request.is_disconnected) for h in handles))
         choices = []
         completion_tokens = 0
         for p, (output, prompt_text) in enumerate(zip(outputs, texts)):
             for j, sequence in enumerate(output.sequences):
-                choice = _Choice(service, p * body.n + j, prompt_text, body.echo, stops,
+                choice = _Choice(service, p * body.n + j, prompt_text, ids[p], body.echo, stops,
                                  body.return_tokens_as_token_ids)
-                text, cut = choice.text_of(sequence.text or "")
+                completion = choice.completion(sequence.token_ids)
+                text, cut = choice.cut(completion)
                 completion_tokens += len(sequence.token_ids)
-                choices.append({"index": choice.index, "text": choice.prefix + text,
-                                "logprobs": choice.logprobs(sequence.logprobs, sequence.token_ids),
-                                "finish_reason": "stop" if cut else _finish_reason(sequence.stop_reason)})
+                item = {"index": choice.index, "text": choice.prefix + text,
+                        "logprobs": choice.logprobs(text, sequence.token_ids, sequence.logprobs,
+                                                    output.prompt_logprobs if body.echo and body.logprobs is not None
+                                                    else None),
+                        "finish_reason": "stop" if cut else _finish_reason(sequence.stop_reason)}
+                if body.prompt_logprobs is not None:
+                    item["prompt_logprobs"] = choice.prompt_logprobs(output.prompt_logprobs)
+                choices.append(item)
         _note(request, outputs, completion_tokens)
         prompt_tokens = sum(len(i) for i in ids)
         return {"id": rid, "object": "text_completion", "created": created, "model": service.model_name,
@@ -268,10 +349,12 @@ def _note(request: Request, outputs: list[RequestOutput], completion_tokens: int
 
 
 async def _stream(service: GenerationService, request: Request, body: CompletionRequest, handles, texts: list[str],
-                  stops: list[str], created: int, rid: str) -> AsyncIterator[bytes]:
-    """Server-sent events: a chunk per delta, a final chunk per choice, the usage chunk, [DONE]."""
+                  ids: list[list[int]], stops: StopMatcher, created: int, rid: str) -> AsyncIterator[bytes]:
+    """Server-sent events: a chunk per delta, a final chunk per choice, the usage chunk, [DONE]. With echo,
+    a prompt's text (and, with logprobs, its tokens' log-probabilities) goes first, once its prefill is done."""
     queue: asyncio.Queue = asyncio.Queue()
     choices: dict[int, _Choice] = {}
+    echoed: set[int] = set()
 
     async def pump(p: int, handle) -> None:
         try:
@@ -284,40 +367,60 @@ async def _stream(service: GenerationService, request: Request, body: Completion
     def chunk(payload: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(payload)}\n\n".encode()
 
+    def choice_of(p: int, j: int) -> _Choice:
+        index = p * body.n + j
+        if index not in choices:
+            choices[index] = _Choice(service, index, texts[p], ids[p], body.echo, stops,
+                                     body.return_tokens_as_token_ids)
+        return choices[index]
+
+    def echo(p: int) -> list[bytes]:
+        """The echo chunks of prompt ``p`` (its prefill is done: the handle has its prompt's records)."""
+        echoed.add(p)
+        if not body.echo:
+            return []
+        records = handles[p].prompt_logprobs if body.logprobs is not None else None
+        out = []
+        for j in range(body.n):
+            choice = choice_of(p, j)
+            logprobs = choice.logprobs("", [], None, records) if records is not None else None
+            out.append(chunk({**base, "choices": [{"index": choice.index, "text": choice.prefix,
+                                                   "logprobs": logprobs, "finish_reason": None}]}))
+        return out
+
     base = {"id": rid, "object": "text_completion", "created": created, "model": service.model_name}
     tasks = [asyncio.ensure_future(pump(p, h)) for p, h in enumerate(handles)]
     completion_tokens = 0
     try:
-        if body.echo:
-            for p, text in enumerate(texts):
-                for j in range(body.n):
-                    choice = choices.setdefault(p * body.n + j, _Choice(service, p * body.n + j, text, True, stops,
-                                                                        body.return_tokens_as_token_ids))
-                    yield chunk({**base, "choices": [{"index": choice.index, "text": choice.prefix, "logprobs": None,
-                                                      "finish_reason": None}]})
         open_handles = len(handles)
         while open_handles:
             p, item = await queue.get()
+            if p not in echoed and not isinstance(item, Exception):
+                for event in echo(p):
+                    yield event
             if item is None:
                 open_handles -= 1
+                if body.max_tokens == 0:  # scored only: each choice ends here
+                    for j in range(body.n):
+                        yield chunk({**base, "choices": [{"index": p * body.n + j, "text": "", "logprobs": None,
+                                                          "finish_reason": "length"}]})
                 continue
             if isinstance(item, Exception):
                 error = item if isinstance(item, ServeError) else ServeError(500, "internal error", "server_error")
                 yield chunk(error_body(error))
                 open_handles -= 1
                 continue
-            index = p * body.n + item.index
-            choice = choices.setdefault(index, _Choice(service, index, texts[p], body.echo, stops,
-                                                       body.return_tokens_as_token_ids))
-            text = choice.delta(item.text, item.finished)
+            choice = choice_of(p, item.index)
+            text = choice.delta(item.text, item.token_ids, item.finished)
             completion_tokens += len(item.token_ids)
             finish = None
             if item.finished:
-                _, cut = choice.text_of(choice.raw)
-                finish = "stop" if cut else _finish_reason(item.finish_reason or "length")
+                finish = "stop" if choice.scanner.match else _finish_reason(item.finish_reason or "length")
             if text or finish or item.logprobs:
-                yield chunk({**base, "choices": [{"index": index, "text": text,
-                                                  "logprobs": choice.logprobs(item.logprobs, item.token_ids),
+                logprobs = None
+                if item.logprobs is not None:  # this delta's tokens, found in the completion so far
+                    logprobs = choice.logprobs(choice.raw, item.token_ids, item.logprobs, start=choice.cursor)
+                yield chunk({**base, "choices": [{"index": choice.index, "text": text, "logprobs": logprobs,
                                                   "finish_reason": finish}]})
         prompt_tokens = getattr(request.state, "prompt_tokens", 0)
         request.state.completion_tokens = completion_tokens

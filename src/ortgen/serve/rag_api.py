@@ -72,7 +72,7 @@ def build_router(service: GenerationService, pipeline: RagPipeline) -> APIRouter
         try:
             passages, timings = await asyncio.to_thread(pipeline.retrieve, body.question, body.k, body.filters,
                                                         body.mode)
-            prompt = pipeline.prompt(body.question, passages, options)
+            prompt = pipeline.prompt(body.question, [p.text for p in passages], options)
         except OrtgenError as exc:
             raise ServeError(400, str(exc)) from None
         handle = await service.submit(prompt.ids, options)
