@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="accuracy and macro-F1 of packages on PubMedQA-format questions (gold, retrieved or no contexts)",
         description=(
             "Answer every question of a PubMedQA-format file (PubMedQA's ori_pqal.json / test-set layout, or JSONL "
-            "with the same fields) with each package, and score the yes / no / maybe verdicts: accuracy (95%% "
+            "with the same fields) with each package, and score the yes / no / maybe verdicts: accuracy (95% "
             "interval), macro-F1, per-label F1, confusion matrix; with several packages (e.g. float32, int8 and int4 "
             "of one model), McNemar's exact paired test of each against the first. Contexts: the item's gold "
             "CONTEXTS (--mode gold, PubMedQA's reasoning-required setting), passages retrieved from an index "
@@ -28,7 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "gold, retrieved ids) and OUT/report.{json,md,png}; run the same command again to resume a run that "
             "was stopped."),
         epilog="example: ortgen eval biogpt-qa biogpt-qa-int8 ori_pqal.json --mode gold --out eval-pqal",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from ortgen.evaluate.runner import MODES, VERDICTS
     from ortgen.rag.retrieval import SEARCH_MODES

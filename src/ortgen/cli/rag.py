@@ -51,7 +51,8 @@ def _add_index(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "index", help="index documents (re-running embeds only new or changed passages)",
         description="Load DOCS (files or directories of .txt, .md, .jsonl {\"id\",\"title\",\"text\"} per line, "
-                    "PubMed/MEDLINE .medline/.nbib or .txt starting with PMID-), chunk them on sentence boundaries, "
+                    "PubMed/MEDLINE .medline/.nbib or .txt starting with PMID-, PubMedQA's .json: each item's CONTEXTS "
+                    "under its id), chunk them on sentence boundaries, "
                     "embed the passages the index lacks, store them with their BM25 vectors, and delete passages of "
                     "these documents that no longer exist. Unreadable or non-UTF-8 files are skipped and reported.",
         epilog="example: ortgen rag index papers/ notes.md -o my-index --embedder minilm-emb")
