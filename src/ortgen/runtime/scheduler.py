@@ -49,6 +49,7 @@ from ortgen.runtime.batch_invariance import chunk_grid
 from ortgen.runtime.engine_decoder import EngineDecoder, StepBuilder
 from ortgen.runtime.kv_pool import KVPool, PoolShape, round_capacity
 from ortgen.runtime.paths import Paths
+from ortgen.runtime.processors import log_softmax
 from ortgen.runtime.request import RequestHandle, RequestOutput, _Progress, cancelled_error
 from ortgen.runtime.results import GeneratedSequence
 from ortgen.runtime.search import BestTokens, Hypothesis, Search, SearchSpec, TokenLogprob, best_k, logprob_records, \
@@ -409,10 +410,8 @@ class Scheduler:
         targets = request.prompt[start:start + len(logits)]
         if not targets:
             return
-        rows = logits[:len(targets)].astype(np.float32)
-        top = rows.max(axis=1, keepdims=True)
-        logsumexp = top + np.log(np.exp(rows - top).sum(axis=1, keepdims=True))
-        records.extend(logprob_records(rows - logsumexp, np.asarray(targets), request.settings.prompt_logprobs or 0))
+        records.extend(logprob_records(log_softmax(logits[:len(targets)]), np.asarray(targets),
+                                       request.settings.prompt_logprobs or 0))
 
     def _complete(self, request: _Request) -> None:
         if request.search is None:  # max_new_tokens=0: the prompt scored, one empty sequence per return
