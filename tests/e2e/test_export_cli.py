@@ -102,7 +102,7 @@ def test_existing_package_dir_is_refused_without_force(zoo, model_copy, tmp_path
         ("file_not_dir", "is a file; pass the checkpoint's directory"),
         ("no_config", "has no config.json; it is not a Hugging Face model directory"),
         ("bad_json", "config.json is not valid JSON"),
-        ("unsupported", "no exporter for model_type 'llama'; supported: biogpt, gpt2, opt"),
+        ("unsupported", "no exporter for model_type 'gemma2'; supported: biogpt, gpt2, llama, mistral, opt, qwen2"),
         ("shape_mismatch", "the weights do not match config.json"),
         ("missing_tensor", "missing tensor(s): biogpt.layers.1.fc2.weight"),
         ("no_weights", "no weights in"),
@@ -123,7 +123,7 @@ def test_bad_models_get_a_clear_error_and_no_package(model_copy, tmp_path, capsy
     elif damage == "bad_json":
         config_path.write_text("{not json")
     elif damage == "unsupported":
-        config["model_type"] = "llama"
+        config["model_type"] = "gemma2"
     elif damage == "shape_mismatch":
         config["intermediate_size"] = 80
     elif damage == "odd_heads":

@@ -41,7 +41,7 @@ SAMPLED = [
     dict(do_sample=True, top_k=5, temperature=0.6),
 ]
 MAX_NEW = 10
-ARCHS = ["biogpt", "biogpt-hd14", "gpt2", "opt"]
+ARCHS = ["biogpt", "biogpt-hd14", "gpt2", "opt", "llama3", "mistral", "qwen2"]
 
 
 def _requests(vocab: int, count: int, seed: int = 0) -> list[tuple[list[int], dict]]:

@@ -30,7 +30,7 @@ from tests.parity.test_quantization import corpus_prompts, measure
 MIN_SAME_BEST_BEAM = 0.7
 
 
-@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt", "opt-post-ln"])
+@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt", "opt-post-ln", "llama3", "mistral"])
 def test_float16_holds_the_stated_tolerances(zoo, arch):
     quality = measure(zoo, arch, "float16")
     tolerance = TOLERANCES["float16"]

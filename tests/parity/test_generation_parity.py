@@ -50,8 +50,9 @@ def _run_grid(zoo, arch, eos_bias, length_penalty):
     ids, mask = left_pad(prompts, model.pad_token_id)
     outcomes = []
     for settings in GRID:
+        # one EOS id on both sides (the operators stop on one; Llama 3's several: test_llama_family.py)
         result = generator.generate(input_ids=prompts, max_new_tokens=MAX_NEW, length_penalty=length_penalty,
-                                    backend="graph", **settings)
+                                    backend="graph", eos_token_id=model.eos_token_id, **settings)
         ours = [[seq.token_ids for seq in group] for group in result.sequences]
         theirs = hf_generate(hf, ids, mask, eos=model.eos_token_id, pad=model.pad_token_id,
                              max_new_tokens=MAX_NEW, length_penalty=length_penalty, **settings)

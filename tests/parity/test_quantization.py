@@ -41,7 +41,7 @@ def measure(zoo, arch: str, weights: str):
     return quality
 
 
-@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt", "opt-post-ln"])
+@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt", "opt-post-ln", "llama2", "llama3", "mistral", "qwen2"])
 def test_int8_holds_the_stated_tolerances(zoo, arch):
     quality = measure(zoo, arch, "int8")
     tolerance = TOLERANCES["int8"]
@@ -51,7 +51,7 @@ def test_int8_holds_the_stated_tolerances(zoo, arch):
     assert 0 < quality.relative_logit_error <= tolerance.max_relative_logit_error  # quantized, but close
 
 
-@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt"])
+@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt", "llama3", "mistral", "qwen2-tied"])
 def test_int4_holds_the_stated_tolerances(zoo, arch):
     quality = measure(zoo, arch, "int4")
     assert quality.status == PASS, quality.problems

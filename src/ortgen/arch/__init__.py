@@ -5,7 +5,7 @@ This package is the only place in ortgen with per-model knowledge.
 
 from __future__ import annotations
 
-from ortgen.arch import biogpt, gpt2, opt
+from ortgen.arch import biogpt, gpt2, llama, mistral, opt, qwen2
 from ortgen.arch.spec import ArchSpec, ModelDims, ParityTolerance, WeightLayout
 from ortgen.errors import UnsupportedModelError
 
@@ -20,7 +20,7 @@ def register(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
-for _module in (biogpt, gpt2, opt):
+for _module in (biogpt, gpt2, llama, mistral, opt, qwen2):
     register(_module.SPEC)
 
 

@@ -14,8 +14,8 @@ from ortgen.cli import (bench, convert, demo, evaluate, export, export_embedder,
 from ortgen.errors import OrtgenError
 
 DESCRIPTION = """\
-Deploy Hugging Face decoder-only language models (BioGPT, GPT-2, OPT) on ONNX Runtime: export
-them with beam search, greedy search and sampling inside ONNX Runtime's generation operators
+Deploy Hugging Face decoder-only language models (BioGPT, GPT-2, OPT, Llama, Mistral, Qwen2) on
+ONNX Runtime: export them with beam search, greedy search and sampling inside ONNX Runtime's generation operators
 (what Triton serves), and generate with ortgen's step engine (transformers' semantics for every
 setting, requests batched together) or with those operators.
 

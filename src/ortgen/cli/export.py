@@ -12,8 +12,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export a checkpoint to a package (decoder + BeamSearch/GreedySearch/Sampling graphs)",
         description=(
-            "Export a Hugging Face decoder-only checkpoint (biogpt, gpt2, opt) to a package directory: "
-            "the decoder with KV cache built from the checkpoint's weights, wrapped in ONNX Runtime's "
+            "Export a Hugging Face decoder-only checkpoint (biogpt, gpt2, opt, llama, mistral, qwen2) to a package "
+            "directory: the decoder with KV cache built from the checkpoint's weights, wrapped in ONNX Runtime's "
             "BeamSearch, GreedySearch and Sampling operators, weights stored once, tokenizer and manifest. "
             "The package is written to a temporary directory and moved into place when complete."
         ),

@@ -49,7 +49,8 @@ import onnx
 from onnx import TensorProto
 
 from ortgen.arch import ModelDims
-from ortgen.export.decoder import WrittenWeights, layer_stack, linear, lm_head, position_embeddings, token_embeddings
+from ortgen.export.decoder import (WrittenWeights, layer_stack, linear, lm_head, position_embeddings, project_qkv,
+                                   token_embeddings)
 from ortgen.export.onnx_graph import MS_DOMAIN, GraphBuilder
 from ortgen.package import contract
 from ortgen.package.contract import (
@@ -78,46 +79,51 @@ def cache_head_dim(head_dim: int) -> int:
     return -(-head_dim // GQA_HEAD_MULTIPLE) * GQA_HEAD_MULTIPLE
 
 
-def _gqa_attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
-    """(1, T, hidden) -> (1, T, hidden); keys/values written into the layer's shared buffers."""
-    p = f"/model/layers.{layer}/attn"
-    heads, hd = dims.num_heads, dims.head_dim
-    padded = cache_head_dim(hd)
-    qkv = linear(g, x, f"layers.{layer}.attn.qkv", name=f"{p}/qkv")
-    qkv = g.op("Add", [qkv, f"layers.{layer}.attn.qkv.bias"], name=f"{p}/qkv/Add")  # (1, T, 3*hidden)
-    flat = g.op("Reshape", [qkv, g.constant([-1, 3 * dims.hidden_size])], name=f"{p}/qkv/Flatten")  # (T, 3H)
-    rows = g.op("Gather", [flat, SLOT_TOKENS], name=f"{p}/qkv/ToRows", axis=0)  # (rows, S, 3H)
-    if padded != hd:
-        split = g.op("Reshape", [rows, g.constant([0, 0, 3 * heads, hd])], name=f"{p}/qkv/Heads")
-        split = g.op("Pad", [split, g.constant([0, 0, 0, 0, 0, 0, 0, padded - hd])], name=f"{p}/qkv/PadHeads")
-        rows = g.op("Reshape", [split, g.constant([0, 0, 3 * heads * padded])], name=f"{p}/qkv/Merge")
-    context = g.node(
-        "GroupQueryAttention",
-        [rows, "", "", past_key_name(layer), past_value_name(layer), SEQLENS_K, TOTAL_SEQUENCE_LENGTH,
-         "", "", "", ATTENTION_BIAS, "", "", "", "", "", QUERY_SEQLENS],
-        name=f"{p}/GroupQueryAttention",
-        outputs=[f"{p}/GroupQueryAttention/output_0", present_key_name(layer), present_value_name(layer)],
-        domain=MS_DOMAIN,
-        num_heads=heads,
-        kv_num_heads=heads,
-        scale=float(dims.attention_scales[layer]),  # the real head_dim's scale, whatever the padding
-        do_rotary=0,
-    )[0]  # (rows, S, heads * padded)
-    slots = g.op("Reshape", [context, g.constant([-1, heads * padded])], name=f"{p}/context/Flatten")
-    packed = g.op("Gather", [slots, TOKEN_SLOTS], name=f"{p}/context/ToTokens", axis=0)  # (T, heads * padded)
-    if padded != hd:
-        split = g.op("Reshape", [packed, g.constant([0, heads, padded])], name=f"{p}/context/Heads")
-        split = g.op("Slice", [split, g.constant([0]), g.constant([hd]), g.constant([2])],
-                     name=f"{p}/context/DropPadding")
-        packed = g.op("Reshape", [split, g.constant([0, dims.hidden_size])], name=f"{p}/context/Merge")
-    context = g.op("Unsqueeze", [packed, g.constant([0])], name=f"{p}/context/Sequence")  # (1, T, hidden)
-    return linear(g, context, f"layers.{layer}.attn.out", name=f"{p}/out")
+def _gqa_attention(positions: str | None):
+    """The engine's attention; ``positions`` (int64 [1, T]) rotate q and k when the model is rotary."""
+
+    def attention(g: GraphBuilder, dims: ModelDims, layer: int, x: str) -> str:
+        """(1, T, hidden) -> (1, T, hidden); keys/values written into the layer's shared buffers."""
+        p = f"/model/layers.{layer}/attn"
+        heads, kv_heads, hd = dims.num_heads, dims.kv_heads, dims.head_dim
+        padded = cache_head_dim(hd)
+        qkv = project_qkv(g, dims, layer, x, positions, packed=True)  # (1, T, (heads + 2 kv_heads) * hd)
+        flat = g.op("Reshape", [qkv, g.constant([-1, dims.qkv_size])], name=f"{p}/qkv/Flatten")  # (T, qkv)
+        rows = g.op("Gather", [flat, SLOT_TOKENS], name=f"{p}/qkv/ToRows", axis=0)  # (rows, S, qkv)
+        if padded != hd:
+            split = g.op("Reshape", [rows, g.constant([0, 0, heads + 2 * kv_heads, hd])], name=f"{p}/qkv/Heads")
+            split = g.op("Pad", [split, g.constant([0, 0, 0, 0, 0, 0, 0, padded - hd])], name=f"{p}/qkv/PadHeads")
+            rows = g.op("Reshape", [split, g.constant([0, 0, (heads + 2 * kv_heads) * padded])],
+                        name=f"{p}/qkv/Merge")
+        context = g.node(
+            "GroupQueryAttention",
+            [rows, "", "", past_key_name(layer), past_value_name(layer), SEQLENS_K, TOTAL_SEQUENCE_LENGTH,
+             "", "", "", ATTENTION_BIAS, "", "", "", "", "", QUERY_SEQLENS],
+            name=f"{p}/GroupQueryAttention",
+            outputs=[f"{p}/GroupQueryAttention/output_0", present_key_name(layer), present_value_name(layer)],
+            domain=MS_DOMAIN,
+            num_heads=heads,
+            kv_num_heads=kv_heads,
+            scale=float(dims.attention_scales[layer]),  # the real head_dim's scale, whatever the padding
+            do_rotary=0,
+        )[0]  # (rows, S, heads * padded)
+        slots = g.op("Reshape", [context, g.constant([-1, heads * padded])], name=f"{p}/context/Flatten")
+        packed = g.op("Gather", [slots, TOKEN_SLOTS], name=f"{p}/context/ToTokens", axis=0)  # (T, heads * padded)
+        if padded != hd:
+            split = g.op("Reshape", [packed, g.constant([0, heads, padded])], name=f"{p}/context/Heads")
+            split = g.op("Slice", [split, g.constant([0]), g.constant([hd]), g.constant([2])],
+                         name=f"{p}/context/DropPadding")
+            packed = g.op("Reshape", [split, g.constant([0, dims.attention_size])], name=f"{p}/context/Merge")
+        context = g.op("Unsqueeze", [packed, g.constant([0])], name=f"{p}/context/Sequence")  # (1, T, heads * hd)
+        return linear(g, context, f"layers.{layer}.attn.out", name=f"{p}/out")
+
+    return attention
 
 
 def build_engine_graph(dims: ModelDims, weights: WrittenWeights) -> onnx.GraphProto:
     g = GraphBuilder("decoder_engine", quantized=weights.quantized, float_dtype=weights.float_dtype)
-    g.initializers.extend(weights.initializers.values())
-    kv_shape = ["rows", dims.num_heads, "capacity", cache_head_dim(dims.head_dim)]
+    g.add_initializers(weights.initializers.values())
+    kv_shape = ["rows", dims.kv_heads, "capacity", cache_head_dim(dims.head_dim)]
     g.input(contract.INPUT_IDS, TensorProto.INT32, [1, "tokens"])
     g.input(contract.POSITION_IDS, TensorProto.INT32, [1, "tokens"])
     g.input(SLOT_TOKENS, TensorProto.INT32, ["rows", "slots"])
@@ -140,8 +146,12 @@ def build_engine_graph(dims: ModelDims, weights: WrittenWeights) -> onnx.GraphPr
         g.output(present_value_name(i), g.float_type, kv_shape)
 
     tokens = token_embeddings(g, dims)
-    positions = position_embeddings(g, dims, contract.POSITION_IDS)
-    hidden = layer_stack(dims)(g, dims, tokens, positions, _gqa_attention)  # (1, T, hidden)
+    if dims.rotary is None:
+        positions, attention = position_embeddings(g, dims, contract.POSITION_IDS), _gqa_attention(None)
+    else:  # each token's true position: not its slot when beams share a row
+        rotary = g.op("Cast", [contract.POSITION_IDS], name="/model/positions/ToInt64", to=TensorProto.INT64)
+        positions, attention = None, _gqa_attention(rotary)
+    hidden = layer_stack(dims)(g, dims, tokens, positions, attention)  # (1, T, hidden)
 
     flat = g.op("Reshape", [hidden, g.constant([-1, dims.hidden_size])], name="/model/picks/Flatten")
     picked = g.op("Gather", [flat, LOGITS_INDEX], name="/model/picks/Gather", axis=0)  # (K, hidden)
@@ -162,8 +172,14 @@ def _best_tokens(g: GraphBuilder) -> None:
 
 
 def engine_attributes(dims: ModelDims) -> dict[str, int]:
-    """What the runtime needs to know about this graph beyond its I/O (recorded in the manifest)."""
-    return {"cache_head_dim": cache_head_dim(dims.head_dim)}
+    """What the runtime needs to know about this graph beyond its I/O (recorded in the manifest):
+    the cache's head size, and the attention window the runtime must apply through
+    ``attention_bias`` (in positions: a beam's slot is not its position, so GroupQueryAttention's
+    slot-based ``local_window_size`` cannot express it)."""
+    attributes = {"cache_head_dim": cache_head_dim(dims.head_dim)}
+    if dims.sliding_window is not None:
+        attributes["sliding_window"] = dims.sliding_window
+    return attributes
 
 
 __all__ = ["build_engine_graph", "cache_head_dim", "engine_attributes"]

@@ -86,6 +86,7 @@ class GraphBuilder:
         self.outputs: list[onnx.ValueInfoProto] = []
         self._constants: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
         self._node_names: set[str] = set()
+        self._initializer_names: set[str] = set()
 
     @property
     def float_type(self) -> int:
@@ -125,22 +126,32 @@ class GraphBuilder:
         """A single-output node; returns its output name."""
         return self.node(op_type, inputs, name=name, domain=domain, **attributes)[0]
 
+    def add_initializers(self, tensors: Any) -> None:
+        """Add already-built initializers (the written weights a graph refers to)."""
+        for tensor in tensors:
+            self.initializers.append(tensor)
+            self._initializer_names.add(tensor.name)
+
+    def has(self, name: str) -> bool:
+        """Whether an initializer called ``name`` was added (optional weights: biases)."""
+        return name in self._initializer_names
+
     def constant(self, value: Any, dtype: Any = np.int64) -> str:
         """A small constant initializer, shared by value across the graph."""
         array = np.asarray(value, dtype=dtype)
         key = (array.dtype.str, array.tobytes(), array.shape)
         if key not in self._constants:
             name = f"/const/{array.dtype.name}_{len(self._constants)}"
-            self.initializers.append(numpy_helper.from_array(array, name))
+            self.add_initializers([numpy_helper.from_array(array, name)])
             self._constants[key] = name
         return self._constants[key]
 
     def weight(self, name: str, array: np.ndarray) -> str:
         """A model weight: external when large (and a weight file is attached), inline otherwise."""
         if self.weights is not None and array.nbytes > _INLINE_LIMIT_BYTES:
-            self.initializers.append(self.weights.add(name, array))
+            self.add_initializers([self.weights.add(name, array)])
         else:
-            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+            self.add_initializers([numpy_helper.from_array(np.ascontiguousarray(array), name)])
         return name
 
     def build(self) -> onnx.GraphProto:

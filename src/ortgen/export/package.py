@@ -93,6 +93,20 @@ def _special_tokens(ck: Checkpoint) -> SpecialTokens:
     return SpecialTokens(eos_token_id=eos, pad_token_id=eos if pad is None else pad)
 
 
+def _all_eos_ids(ck: Checkpoint, eos: int) -> list[int]:
+    """Every EOS id the checkpoint names (generation_config.json first, then config.json): Llama 3's
+    instruct models end turns with <|eot_id|> or <|eom_id|> as well as <|end_of_text|>."""
+    ids = [eos]
+    for source in (ck.generation_config, ck.config):
+        value = source.get("eos_token_id")
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and int(item) not in ids:
+                ids.append(int(item))
+        if value is not None:
+            break
+    return ids
+
+
 def _tensor_specs(values: Any) -> list[TensorSpec]:
     specs = []
     for value in values:
@@ -139,6 +153,10 @@ def _architecture(dims: ModelDims, parameters: int) -> Architecture:
         activation=dims.activation,
         norm_position=dims.norm_position,
         parameters=parameters,
+        num_kv_heads=dims.num_kv_heads if dims.kv_heads != dims.num_heads else None,
+        positions="rotary" if dims.rotary else "learned",
+        norm="rmsnorm" if dims.norm_kind == "rmsnorm" else "layernorm",
+        sliding_window=dims.sliding_window,
     )
 
 
@@ -228,7 +246,8 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         source=_source_record(ck),
         architecture=_architecture(dims, weights.parameter_count()),
         special_tokens=ManifestSpecialTokens(
-            bos_token_id=dims.bos_token_id, eos_token_id=tokens.eos_token_id, pad_token_id=tokens.pad_token_id
+            bos_token_id=dims.bos_token_id, eos_token_id=tokens.eos_token_id, pad_token_id=tokens.pad_token_id,
+            eos_token_ids=_all_eos_ids(ck, tokens.eos_token_id),
         ),
         dtype=options.dtype,
         weights_dtype=written.dtype,

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ortgen.errors import ModelSourceError
+from ortgen.errors import ModelSourceError, OrtgenError
+from ortgen.package.chat_template import ChatTemplate, find_chat_template
 from ortgen.package.tokenizer_info import HF_TOKENIZERS, MOSES_BPE, TokenizerInfo
 from ortgen.runtime.tokenizer import load_tokenizer
 
@@ -114,10 +116,23 @@ def has_tokenizer_files(directory: Path) -> bool:
     return any((directory / name).is_file() for name in ("tokenizer.json", "vocab.json", "tokenizer_config.json"))
 
 
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+
+
 def package_tokenizer(kind: str, source: Path, dest: Path, vocab_size: int) -> TokenizerInfo:
-    """Copy the tokenizer in ``source`` into ``dest``; check it against the model's vocabulary."""
+    """Copy the tokenizer in ``source`` into ``dest`` (with its chat template, if it has one); check
+    it against the model's vocabulary."""
     dest.mkdir(parents=True, exist_ok=True)
     info = _PACKAGERS[kind](source, dest)
+    template = find_chat_template(source)
+    if template is not None:
+        try:
+            ChatTemplate(template, info.special_tokens)  # compiles it: a broken template fails the export
+        except OrtgenError as exc:
+            raise ModelSourceError(f"{source}: {exc}") from None
+        (dest / CHAT_TEMPLATE_FILE).write_text(template, encoding="utf-8")
+        info = replace(info, files=[*info.files, CHAT_TEMPLATE_FILE], chat_template=CHAT_TEMPLATE_FILE)
+        log.info("chat template: kept (%d characters)", len(template))
     tokenizer = load_tokenizer(dest, info)
     ids = tokenizer.encode(_PROBE)
     too_large = [i for i in ids if i >= vocab_size]

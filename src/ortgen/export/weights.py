@@ -71,29 +71,39 @@ class DecoderWeights:
     def _plan(self) -> None:
         d, lay = self.dims, self.spec.layout
         H, F, W = d.hidden_size, d.ffn_size, d.word_embed_size
+        layer_norm = d.norm_kind == "layernorm"  # RMSNorm has no bias
         self._need("embed_tokens", lay.embed_tokens, (d.vocab_size, W), None)
-        self._need("embed_positions", lay.embed_positions, (d.max_positions + d.position_offset, H), None)
+        if d.rotary is None:
+            assert lay.embed_positions is not None, "a spec without rotary positions must name its position table"
+            self._need("embed_positions", lay.embed_positions, (d.max_positions + d.position_offset, H), None)
         if d.has_projection:
             if not (lay.project_in and lay.project_out):
                 raise WeightMismatchError(f"{d.model_type} does not support word_embed_size != hidden_size")
             self._need("project_in", lay.project_in, self._linear_shape(W, H), None)
             self._need("project_out", lay.project_out, self._linear_shape(H, W), None)
+        q_size, kv_size = d.num_heads * d.head_dim, d.kv_heads * d.head_dim
         for i in range(d.num_layers):
             at = lambda template: template.format(i=i)  # noqa: E731
-            self._need(f"layers.{i}.attn_norm", at(lay.attn_norm), (H,), H)
+            self._need(f"layers.{i}.attn_norm", at(lay.attn_norm), (H,), H if layer_norm else None)
             if lay.qkv:
-                self._need(f"layers.{i}.qkv", at(lay.qkv), self._linear_shape(H, 3 * H), 3 * H)
+                self._need(f"layers.{i}.qkv", at(lay.qkv), self._linear_shape(H, d.qkv_size),
+                           d.qkv_size if d.qkv_bias else None)
             else:
-                for part, template in (("q", lay.q), ("k", lay.k), ("v", lay.v)):
+                for part, template, size in (("q", lay.q, q_size), ("k", lay.k, kv_size), ("v", lay.v, kv_size)):
                     assert template is not None, "a spec without fused qkv must name q, k and v"
-                    self._need(f"layers.{i}.{part}", at(template), self._linear_shape(H, H), H)
-            self._need(f"layers.{i}.out_proj", at(lay.out_proj), self._linear_shape(H, H), H)
-            self._need(f"layers.{i}.mlp_norm", at(lay.mlp_norm), (H,), H)
-            self._need(f"layers.{i}.fc_in", at(lay.fc_in), self._linear_shape(H, F), F)
-            self._need(f"layers.{i}.fc_out", at(lay.fc_out), self._linear_shape(F, H), H)
+                    self._need(f"layers.{i}.{part}", at(template), self._linear_shape(H, size),
+                               size if d.qkv_bias else None)
+            self._need(f"layers.{i}.out_proj", at(lay.out_proj), self._linear_shape(d.attention_size, H),
+                       H if d.out_bias else None)
+            self._need(f"layers.{i}.mlp_norm", at(lay.mlp_norm), (H,), H if layer_norm else None)
+            if d.mlp_kind == "gated":
+                assert lay.fc_gate is not None, "a gated MLP's spec must name its gate"
+                self._need(f"layers.{i}.fc_gate", at(lay.fc_gate), self._linear_shape(H, F), F if d.mlp_bias else None)
+            self._need(f"layers.{i}.fc_in", at(lay.fc_in), self._linear_shape(H, F), F if d.mlp_bias else None)
+            self._need(f"layers.{i}.fc_out", at(lay.fc_out), self._linear_shape(F, H), H if d.mlp_bias else None)
         if d.has_final_norm:
             assert lay.final_norm is not None
-            self._need("final_norm", lay.final_norm, (H,), H)
+            self._need("final_norm", lay.final_norm, (H,), H if layer_norm else None)
         if not d.tied_lm_head:
             assert lay.lm_head is not None
             # The head is always an nn.Linear stored [vocab, in] (GPT-2's too).
@@ -115,7 +125,8 @@ class DecoderWeights:
             d = self.dims
             parts = [
                 f"the weights do not match config.json (vocab_size={d.vocab_size}, hidden={d.hidden_size}, "
-                f"layers={d.num_layers}, heads={d.num_heads}, ffn={d.ffn_size}, positions={d.max_positions})"
+                f"layers={d.num_layers}, heads={d.num_heads}, kv_heads={d.kv_heads}, head_dim={d.head_dim}, "
+                f"ffn={d.ffn_size}, positions={d.max_positions})"
             ]
             if mismatched:
                 parts.append(f"{len(mismatched)} shape mismatch(es): " + "; ".join(mismatched[:10]))
@@ -169,23 +180,33 @@ class DecoderWeights:
     def project_out(self) -> Linear:
         return self._linear("project_out")
 
-    def norm(self, role: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(gamma, beta)`` of a LayerNorm: ``layers.{i}.attn_norm``, ``layers.{i}.mlp_norm``, ``final_norm``."""
-        return self._read(f"{role}.weight"), self._read(f"{role}.bias")
+    def norm(self, role: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(gamma, beta)`` of a LayerNorm (beta None for an RMSNorm): ``layers.{i}.attn_norm``,
+        ``layers.{i}.mlp_norm``, ``final_norm``."""
+        beta = self._read(f"{role}.bias") if f"{role}.bias" in self._needs else None
+        return self._read(f"{role}.weight"), beta
+
+    def _fused(self, layer: int, parts: tuple[str, ...]) -> Linear:
+        """Several projections of one input as one ``[in, sum of outs]`` linear."""
+        linears = [self._linear(f"layers.{layer}.{p}") for p in parts]
+        weight = np.concatenate([p.weight for p in linears], axis=1)
+        biases = [p.bias for p in linears if p.bias is not None]
+        return Linear(weight, np.concatenate(biases) if biases else None)
 
     def qkv(self, layer: int) -> Linear:
-        """The fused ``[hidden, 3*hidden]`` q/k/v projection (concatenated when stored split)."""
+        """The fused ``[hidden, (heads + 2 kv_heads) * head_dim]`` q/k/v projection (concatenated
+        when stored split)."""
         if f"layers.{layer}.qkv.weight" in self._needs:
             return self._linear(f"layers.{layer}.qkv")
-        parts = [self._linear(f"layers.{layer}.{p}") for p in ("q", "k", "v")]
-        weight = np.concatenate([p.weight for p in parts], axis=1)
-        bias = np.concatenate([p.bias for p in parts if p.bias is not None])
-        return Linear(weight, bias)
+        return self._fused(layer, ("q", "k", "v"))
 
     def out_proj(self, layer: int) -> Linear:
         return self._linear(f"layers.{layer}.out_proj")
 
     def fc_in(self, layer: int) -> Linear:
+        """The MLP's input projection; a gated MLP's is ``[gate | up]``, ``[hidden, 2 * ffn]``."""
+        if self.dims.mlp_kind == "gated":
+            return self._fused(layer, ("fc_gate", "fc_in"))
         return self._linear(f"layers.{layer}.fc_in")
 
     def fc_out(self, layer: int) -> Linear:

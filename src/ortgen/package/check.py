@@ -97,8 +97,8 @@ def _check_decoder(key: str, info: GraphInfo, model: onnx.ModelProto, manifest: 
         dims = _dims(past)
         heads, head_dim = (dims[2], dims[4]) if past.name == contract.past_name(0) else (dims[1], dims[3])
         expected = info.attributes.get("cache_head_dim", a.head_dim) if key == contract.DECODER_ENGINE else a.head_dim
-        if (heads, head_dim) != (a.num_heads, expected):
-            raise PackageError(f"ortgen.json: architecture.num_heads / head_dim are {a.num_heads} / {a.head_dim}"
+        if (heads, head_dim) != (a.kv_heads, expected):
+            raise PackageError(f"ortgen.json: architecture key/value heads / head_dim are {a.kv_heads} / {a.head_dim}"
                                f"{f' (cache_head_dim {expected})' if expected != a.head_dim else ''}, "
                                f"but {info.file}'s cache has {heads} / {head_dim}")
     tokens = _initializer_dims(graph, TOKEN_EMBEDDING)

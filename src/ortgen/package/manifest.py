@@ -91,6 +91,14 @@ class Architecture:
     activation: str
     norm_position: str
     parameters: int
+    num_kv_heads: int | None = None  # grouped-query attention: the cache's heads (None: num_heads)
+    positions: str = "learned"  # "learned" (a position table) or "rotary"
+    norm: str = "layernorm"  # "layernorm" or "rmsnorm"
+    sliding_window: int | None = None  # attention window in tokens (Mistral), None: unbounded
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
 
     @classmethod
     def from_dict(cls, data: Any) -> "Architecture":
@@ -109,18 +117,31 @@ class Architecture:
             activation=f.str("activation"),  # type: ignore[arg-type]
             norm_position=f.str("norm_position", choices=NORM_POSITIONS),  # type: ignore[arg-type]
             parameters=f.int("parameters", minimum=0),  # type: ignore[arg-type]
+            num_kv_heads=f.int("num_kv_heads", minimum=1, optional=True),
+            positions=f.str("positions", choices=("learned", "rotary"), optional=True) or "learned",
+            norm=f.str("norm", choices=("layernorm", "rmsnorm"), optional=True) or "layernorm",
+            sliding_window=f.int("sliding_window", minimum=1, optional=True),
         )
-        if arch.num_heads * arch.head_dim != arch.hidden_size:
+        if arch.positions == "learned" and arch.num_heads * arch.head_dim != arch.hidden_size:
             raise PackageError(f"ortgen.json: architecture.num_heads ({arch.num_heads}) x head_dim ({arch.head_dim}) "
                                f"must equal hidden_size ({arch.hidden_size})")
+        if arch.num_heads % arch.kv_heads:
+            raise PackageError(f"ortgen.json: architecture.num_heads ({arch.num_heads}) must be a multiple of "
+                               f"num_kv_heads ({arch.kv_heads})")
         return arch
 
 
 @dataclass(frozen=True)
 class SpecialTokens:
     bos_token_id: int | None
-    eos_token_id: int
+    eos_token_id: int  # the first EOS id: what ONNX Runtime's generation operators stop on
     pad_token_id: int
+    eos_token_ids: list[int] = field(default_factory=list)  # every EOS id the runtime stops on (Llama 3 has several)
+
+    @property
+    def all_eos(self) -> list[int]:
+        """Every id that ends a sequence (eos_token_id first)."""
+        return [self.eos_token_id] + [i for i in self.eos_token_ids if i != self.eos_token_id]
 
     @classmethod
     def from_dict(cls, data: Any, vocab_size: int) -> "SpecialTokens":
@@ -129,11 +150,15 @@ class SpecialTokens:
             bos_token_id=f.int("bos_token_id", minimum=0, optional=True),
             eos_token_id=f.int("eos_token_id", minimum=0),  # type: ignore[arg-type]
             pad_token_id=f.int("pad_token_id", minimum=0),  # type: ignore[arg-type]
+            eos_token_ids=f.int_list("eos_token_ids", default=[]),
         )
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(tokens, name)
             if value is not None and value >= vocab_size:
                 raise f.fail(name, value, f"a token id in the vocabulary [0, {vocab_size}) (architecture.vocab_size)")
+        if any(i >= vocab_size for i in tokens.eos_token_ids):
+            raise f.fail("eos_token_ids", tokens.eos_token_ids,
+                         f"token ids in the vocabulary [0, {vocab_size}) (architecture.vocab_size)")
         return tokens
 
 

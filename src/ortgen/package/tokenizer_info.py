@@ -23,6 +23,7 @@ class TokenizerInfo:
     prefix_ids: list[int] = field(default_factory=list)
     suffix_ids: list[int] = field(default_factory=list)
     special_tokens: dict[str, str] = field(default_factory=dict)  # role -> token text
+    chat_template: str | None = None  # the checkpoint's chat template file (under tokenizer/), if it has one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class TokenizerInfo:
             "prefix_ids": self.prefix_ids,
             "suffix_ids": self.suffix_ids,
             "special_tokens": self.special_tokens,
+            "chat_template": self.chat_template,
         }
 
     @classmethod
@@ -46,4 +48,5 @@ class TokenizerInfo:
             prefix_ids=f.int_list("prefix_ids", default=[]),
             suffix_ids=f.int_list("suffix_ids", default=[]),
             special_tokens=special,
+            chat_template=f.str("chat_template", optional=True),
         )

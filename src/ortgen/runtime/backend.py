@@ -29,6 +29,11 @@ def graph_limitations(settings: GenerationSettings, graphs: Mapping[str, Any], d
     reasons = []
     if settings.strategy == BEAM and settings.length_penalty != 0:
         reasons.append("length_penalty != 0: BeamSearch normalises beam scores by another length")
+    others = [i for i in settings.eos_token_ids if i != default_eos]
+    if others and default_eos in settings.eos_token_ids and (
+            settings.strategy == BEAM or settings.min_length or settings.min_new_tokens):
+        reasons.append(f"eos_token_id={settings.eos_token_ids}: the operators end sequences on {default_eos} only "
+                       f"(and ban only it below the minimum length); {others} are cut from their output afterwards")
     return reasons + graph_unsupported(settings, graphs, default_eos)
 
 
@@ -61,8 +66,8 @@ def graph_unsupported(settings: GenerationSettings, graphs: Mapping[str, Any], d
         reasons.append("bad_words_ids: the operators take none")
     if settings.stop_strings:
         reasons.append("stop_strings: the operators have none")
-    if settings.eos_token_ids != [default_eos]:
-        reasons.append(f"eos_token_id={settings.eos_token_ids}: the operators stop on {default_eos} only")
+    if default_eos not in settings.eos_token_ids:
+        reasons.append(f"eos_token_id={settings.eos_token_ids}: the operators stop on {default_eos}, fixed at export")
     return reasons
 
 

@@ -150,8 +150,9 @@ class EngineDecoder:
     """One ONNX Runtime session of the engine graph, run over a :class:`KVPool`."""
 
     def __init__(self, session: ort.InferenceSession, num_layers: int, float_dtype: str = "float32",
-                 row_multiple: int = ROW_MULTIPLE) -> None:
+                 row_multiple: int = ROW_MULTIPLE, window: int | None = None) -> None:
         self.session = session
+        self.window = window  # attention window in positions (the graph's sliding_window attribute), or None
         self.num_layers = num_layers
         self.float_dtype = float_dtype  # the graph's cache, attention bias and logits
         self.row_multiple = row_multiple  # step rows padded to a multiple of it (batch invariance)

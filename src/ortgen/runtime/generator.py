@@ -22,12 +22,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from pathlib import Path
 
 from ortgen.errors import GenerationSettingsError, OrtgenError, PackageError
 from ortgen.package import Manifest, contract, open_package
+from ortgen.package.chat_template import ChatTemplate
 from ortgen.package.prompt_format import PromptFormat
 from ortgen.runtime.backend import ENGINE, GRAPH, choose_backend
 from ortgen.runtime.engine import SearchFactory
@@ -83,6 +84,7 @@ class Generator:
         self._lock = threading.RLock()
         self._scheduler: Scheduler | None = None
         self._searches = SearchFactory(tokenizer, manifest.special_tokens.pad_token_id)
+        self._chat_template: ChatTemplate | None = None
 
     @classmethod
     def load(
@@ -163,9 +165,11 @@ class Generator:
                 a = self.manifest.architecture
                 info = self.manifest.graphs[contract.DECODER_ENGINE]
                 head_dim = int(info.attributes.get("cache_head_dim", a.head_dim))
-                shape = Scheduler.pool_shape(a.num_layers, a.num_heads, head_dim, self.limits, self.manifest.dtype)
+                shape = Scheduler.pool_shape(a.num_layers, a.kv_heads, head_dim, self.limits, self.manifest.dtype)
                 device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
-                decoder = EngineDecoder(session, a.num_layers, self.manifest.dtype)
+                window = info.attributes.get("sliding_window")
+                decoder = EngineDecoder(session, a.num_layers, self.manifest.dtype,
+                                        window=int(window) if window is not None else None)
                 self._scheduler = Scheduler(decoder, shape, self.limits, self._sequences, device)
             else:
                 self._sessions.move_to_end(contract.DECODER_ENGINE)
@@ -185,10 +189,45 @@ class Generator:
         prefix_len = len(self.manifest.tokenizer.prefix_ids) if self.manifest.tokenizer else 0
         return [fmt.build_ids(self.tokenizer.encode(fmt.source_text(p)), prefix_len) for p in prompts]
 
+    @property
+    def chat_template(self) -> ChatTemplate | None:
+        """The checkpoint's chat template (compiled on first use), or None when the package has none."""
+        info = self.manifest.tokenizer
+        if info is None or info.chat_template is None:
+            return None
+        if self._chat_template is None:
+            path = self.package_dir / contract.TOKENIZER_DIR / info.chat_template
+            if not path.is_file():
+                raise PackageError(f"the package is incomplete: {path} is missing")
+            self._chat_template = ChatTemplate(path.read_text(encoding="utf-8"), info.special_tokens)
+        return self._chat_template
+
+    def chat_ids(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True,
+                 **template_variables: Any) -> list[int]:
+        """The prompt ids of a conversation: the chat template's text, encoded without the ids the
+        tokenizer adds around plain prompts (the template writes its own BOS: encoding its text as a
+        prompt would start it with two), as transformers' ``apply_chat_template(tokenize=True)``."""
+        template = self.chat_template
+        if template is None:
+            raise OrtgenError("this package has no chat template (the checkpoint had neither chat_template.jinja nor "
+                              "a chat_template in tokenizer_config.json): pass prompts to generate() instead")
+        assert self.tokenizer is not None, "a package with a chat template has a tokenizer"
+        text = template.render(messages, add_generation_prompt=add_generation_prompt, **template_variables)
+        return self.tokenizer.encode_plain(text)
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], *, tools: Sequence[Mapping[str, Any]] | None = None,
+             template_variables: Mapping[str, Any] | None = None, **options: Any) -> GenerationResult:
+        """Generate the assistant's next turn for a conversation (``[{"role": "user", "content": ...}]``),
+        rendered with the checkpoint's chat template. ``tools``: JSON schemas the template lists;
+        ``template_variables``: other variables the template reads (``date_string``, ...); ``options``:
+        as :meth:`generate`."""
+        ids = self.chat_ids(messages, tools=tools, **dict(template_variables or {}))
+        return self.generate(input_ids=[ids], **options)
+
     def settings_for(self, **request: Any) -> GenerationSettings:
         """Resolve generation options against the package's defaults (no generation runs)."""
         return resolve_settings(GenerationRequest.from_options(request), self.manifest.generation_defaults,
-                                [self.manifest.special_tokens.eos_token_id], self.manifest.architecture.vocab_size)
+                                self.manifest.special_tokens.all_eos, self.manifest.architecture.vocab_size)
 
     def plan(self, settings: GenerationSettings) -> tuple[str, str]:
         """(backend, why): "graph" or "engine" for these settings."""
@@ -257,7 +296,7 @@ class Generator:
         """Queue one prompt with the step engine's scheduler (``settings`` concrete for it)."""
         scheduler = self.scheduler
         handle = RequestHandle(scheduler.next_id(), self._decode_text, settings.num_return_sequences,
-                               scheduler.cancel)
+                               scheduler.cancel, self._settled_length)
         scheduler.submit(handle, ids, settings, self._searches.spec(settings, ids))
         return handle
 
@@ -265,7 +304,7 @@ class Generator:
         """The in-graph operators for one prompt, in a thread of its own (ONNX Runtime's run() is
         thread-safe); the handle completes when the operator returns."""
         handle = RequestHandle(f"graph-{id(ids):x}", self._decode_text, settings.num_return_sequences,
-                               lambda h: None)
+                               lambda h: None, self._settled_length)
 
         def run() -> None:
             handle.timings.started = time.perf_counter()
@@ -396,6 +435,11 @@ class Generator:
 
     def _decode(self, tokens: list[int]) -> str | None:
         return self.tokenizer.decode(tokens) if self.tokenizer is not None else None
+
+    @property
+    def _settled_length(self) -> Any:
+        """The tokenizer's streaming rule (how much decoded text is final), or None without a tokenizer."""
+        return self.tokenizer.settled_length if self.tokenizer is not None else None
 
     def _decode_text(self, tokens: list[int]) -> str:
         """Streaming text: the decoded text, or the ids themselves (space-separated) for packages without

@@ -93,22 +93,26 @@ class GraphRunner:
             contract.ATTENTION_MASK: mask,
         }
 
-    def _sequence(self, row: np.ndarray, prompt_width: int) -> GeneratedSequence:
-        """A row's new tokens up to the first EOS.
+    def _sequence(self, row: np.ndarray, prompt_width: int, eos_ids: Sequence[int] = ()) -> GeneratedSequence:
+        """A row's new tokens up to the first EOS (the operator's, or any of ``eos_ids``).
 
         The generation graphs write EOS after a finished sequence (their fill token), and
         GreedySearch / Sampling leave the tail uninitialised once all rows have finished:
-        everything after the first EOS is discarded.
+        everything after the first EOS is discarded. The operators stop on one EOS id; a model
+        with several (Llama 3) has its other ones cut here, which is exact for greedy search and
+        sampling (a sequence's tokens never depend on what follows them).
         """
         new = [int(t) for t in row[prompt_width:]]
-        if self.eos in new:
-            tokens = new[: new.index(self.eos)]
+        stops = {self.eos, *eos_ids}
+        end = next((i for i, t in enumerate(new) if t in stops), None)
+        if end is not None:
+            tokens = new[:end]
             return GeneratedSequence(tokens, self.decode(tokens), True, stop_reason="eos")
         return GeneratedSequence(new, self.decode(new), False)
 
     def _greedy(self, ids, mask, s):
         out = self.session_for(contract.GREEDY).run([contract.SEQUENCES], self._feeds(ids, mask, s))[0]
-        return [[self._sequence(row, ids.shape[1])] for row in out], {}
+        return [[self._sequence(row, ids.shape[1], s.eos_token_ids)] for row in out], {}
 
     def _sampling(self, ids, mask, s):
         n = s.num_return_sequences
@@ -118,7 +122,7 @@ class GraphRunner:
         # [1, 2**31 - 1) so each is reproducible
         feeds[contract.SEED] = np.array([seed % (2**31 - 2) + 1], dtype=np.int32)
         out = self.session_for(contract.SAMPLE).run([contract.SEQUENCES], feeds)[0]
-        rows = [self._sequence(row, ids.shape[1]) for row in out]
+        rows = [self._sequence(row, ids.shape[1], s.eos_token_ids) for row in out]
         return [rows[b * n:(b + 1) * n] for b in range(ids.shape[0])], {"seed": seed}
 
     def _beam(self, ids, mask, s):
@@ -132,7 +136,7 @@ class GraphRunner:
         for b in range(out.shape[0]):
             group = []
             for r in range(out.shape[1]):
-                seq = self._sequence(out[b, r], width)
+                seq = self._sequence(out[b, r], width, s.eos_token_ids)
                 score = hf_beam_score(float(scores[b, r]), width, len(seq.token_ids), seq.finished, s.length_penalty)
                 group.append(GeneratedSequence(seq.token_ids, seq.text, seq.finished, score, seq.stop_reason))
             result.append(group)

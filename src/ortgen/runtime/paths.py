@@ -18,6 +18,20 @@ from __future__ import annotations
 
 import numpy as np
 
+_HIDDEN = np.float32(-np.inf)
+
+
+def window_bias(query_positions: np.ndarray, key_positions: np.ndarray, window: int,
+                bias: np.ndarray | None = None) -> np.ndarray:
+    """``[queries, keys]`` additive bias hiding keys outside a sliding window (Mistral's): a query at
+    position q sees keys at positions in ``(q - window, q]``, as transformers' ``sliding_window``
+    mask; ``bias`` (what else is hidden) is extended, or a new one returned."""
+    outside = key_positions[None, :] <= query_positions[:, None] - window
+    if bias is None:
+        bias = np.zeros(outside.shape, np.float32)
+    bias[outside] = _HIDDEN
+    return bias
+
 
 class Paths:
     """``visible[j, s * width + i]``: the token sequence ``i`` added at step ``s`` is an ancestor of
@@ -41,6 +55,13 @@ class Paths:
     def length(self) -> int:
         """The row's length: the prompt and every token fed so far."""
         return self.prompt_length + self.steps * self.width
+
+    def key_positions(self, total: int) -> np.ndarray:
+        """The position of the token in each of the row's first ``total`` slots (a beam's slot is not its
+        position: step s's tokens all sit at position prompt_length + s)."""
+        slots = np.arange(total)
+        steps = (slots - self.prompt_length) // self.width
+        return np.where(slots < self.prompt_length, slots, self.prompt_length + steps)
 
     def bias(self, total: int) -> np.ndarray:
         """``[width, total]`` additive bias over the row's absolute positions for this step's tokens."""

@@ -105,10 +105,12 @@ class RequestHandle:
     """See the module docstring. Thread-safe; any number of readers."""
 
     def __init__(self, request_id: str, decode: Callable[[list[int]], str | None], width: int,
-                 cancel: Callable[["RequestHandle"], None]) -> None:
+                 cancel: Callable[["RequestHandle"], None],
+                 settled: Callable[[list[int], str], int | None] | None = None) -> None:
         self.id = request_id
         self.num_sequences = width
         self._decode = decode
+        self._settled = settled  # how much of a decoded text no later token changes (the tokenizer's), if known
         self._cancel_hook = cancel
         self._lock = threading.Condition()
         self._progress: list[_Progress] = []
@@ -233,7 +235,7 @@ class _DeltaReader:
     def __init__(self, handle: RequestHandle) -> None:
         self.handle = handle
         n = handle.num_sequences
-        self.text = [TextDeltas(lambda ids: handle._decode(ids) or "") for _ in range(n)]
+        self.text = [TextDeltas(lambda ids: handle._decode(ids) or "", handle._settled) for _ in range(n)]
         self.count = [0] * n  # tokens already delivered, per index
         self.finished = [False] * n
 

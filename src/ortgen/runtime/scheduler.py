@@ -48,7 +48,7 @@ from ortgen.errors import QueueFullError, RequestTooLargeError
 from ortgen.runtime.batch_invariance import chunk_grid
 from ortgen.runtime.engine_decoder import EngineDecoder, StepBuilder
 from ortgen.runtime.kv_pool import KVPool, PoolShape, round_capacity
-from ortgen.runtime.paths import Paths
+from ortgen.runtime.paths import Paths, window_bias
 from ortgen.runtime.processors import log_softmax
 from ortgen.runtime.request import RequestHandle, RequestOutput, _Progress, cancelled_error
 from ortgen.runtime.results import GeneratedSequence
@@ -135,6 +135,7 @@ class Scheduler:
                  finish: Callable[[list[Hypothesis], GenerationSettings], list[GeneratedSequence]],
                  device: str = "cpu") -> None:
         self.decoder = decoder
+        self.window = decoder.window  # Mistral's sliding window, applied through attention_bias (in positions)
         self.limits = limits
         # prompt chunks start on multiples of this, whatever else shares the step's budget, so a
         # prompt's attention calls never depend on its batch-mates (ortgen.runtime.batch_invariance)
@@ -315,7 +316,10 @@ class Scheduler:
                 position = paths.prompt_length + paths.steps  # every sequence's new token sits at this position
                 paths.advance(parents)
                 bias = paths.bias(paths.length) if paths.width > 1 else None
-                builder.add(request.row, tokens, np.full(paths.width, position), paths.length, bias=bias)
+                positions = np.full(paths.width, position)
+                if self.window is not None and position >= self.window:
+                    bias = window_bias(positions, paths.key_positions(paths.length), self.window, bias)
+                builder.add(request.row, tokens, positions, paths.length, bias=bias)
                 plan.append((request, "decode"))
             elif budget > 0:
                 start = request.prefilled
@@ -329,7 +333,10 @@ class Scheduler:
                 end = start + chunk
                 last = end == len(request.prompt)
                 logits = "all" if request.scores_prompt else "last" if last else "none"
-                builder.add(request.row, request.prompt[start:end], np.arange(start, end), end, logits=logits)
+                positions = np.arange(start, end)
+                bias = (window_bias(positions, np.arange(end), self.window)
+                        if self.window is not None and end > self.window else None)
+                builder.add(request.row, request.prompt[start:end], positions, end, bias=bias, logits=logits)
                 request.prefilled = end
                 plan.append((request, "last chunk" if last else "chunk"))
         if not plan:

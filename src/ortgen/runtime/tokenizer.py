@@ -16,6 +16,7 @@ OPT prompts start with ``</s>``), so encoding equals transformers' ``tokenizer(t
 from __future__ import annotations
 
 import json
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,11 @@ class Tokenizer(Protocol):
 
     def encode_plain(self, text: str) -> list[int]:
         """Ids of ``text`` without the model's prefix/suffix ids."""
+        ...
+
+    def settled_length(self, ids: Sequence[int], text: str) -> int | None:
+        """How much of ``text`` (``decode(ids)``) no later token can change, or None where the
+        tokenizer cannot tell (streaming then holds back the last word: :mod:`ortgen.runtime.text_stream`)."""
         ...
 
 
@@ -117,6 +123,9 @@ class MosesBpeTokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self.vocab.get(token)
 
+    def settled_length(self, ids: Sequence[int], text: str) -> int | None:
+        return None  # Moses decides the space before a token by the token: hold back the last word
+
 
 class HfTokenizersTokenizer:
     """A ``tokenizer.json`` run by the ``tokenizers`` library."""
@@ -126,6 +135,12 @@ class HfTokenizersTokenizer:
 
         self.info = info
         self._tok = _Tokenizer.from_file(str(path))
+        self._streaming = _streaming_kind(self._tok)
+        self._byte_ids: frozenset[int] = frozenset()
+        if self._streaming == "byte-fallback":  # <0xNN> tokens, and special tokens decode skips
+            self._byte_ids = frozenset(
+                [i for t, i in self._tok.get_vocab(with_added_tokens=False).items() if _BYTE_TOKEN.fullmatch(t)]
+                + [i for i, t in self._tok.get_added_tokens_decoder().items() if t.special])
 
     def encode(self, text: str) -> list[int]:
         return list(self.info.prefix_ids) + self.encode_plain(text) + list(self.info.suffix_ids)
@@ -138,6 +153,48 @@ class HfTokenizersTokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
+
+    def settled_length(self, ids: Sequence[int], text: str) -> int | None:
+        """Byte-level BPE (GPT-2, Llama 3, Qwen2) decodes the bytes of all tokens at once, so only
+        an incomplete UTF-8 character at the end (U+FFFD) can change; byte fallback (Llama 2)
+        decodes each run of ``<0xNN>`` tokens at once, so the text before the trailing run is final.
+        Other decoders (WordPiece's clean-up joins punctuation to the word before): None."""
+        if self._streaming == "byte-level":
+            return len(text.rstrip("\ufffd"))
+        if self._streaming == "byte-fallback":
+            ids = [int(i) for i in ids]
+            k = len(ids)
+            while k and (ids[k - 1] in self._byte_ids or self._tok.id_to_token(ids[k - 1]) is None):
+                k -= 1
+            return len(text) if k == len(ids) else len(os.path.commonprefix([self.decode(ids[:k]), text]))
+        return None
+
+
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def _streaming_kind(tok) -> str | None:
+    """How the ``tokenizer.json`` decoder lets text settle: ``byte-level``; ``byte-fallback``
+    (each token's text depends on no other token, but for ByteFallback's runs of byte tokens);
+    or None (unknown)."""
+    if tok.decoder is None:
+        return None
+    spec = json.loads(tok.decoder.__getstate__())
+    parts = spec.get("decoders", []) if spec.get("type") == "Sequence" else [spec]
+    kinds = [part.get("type") for part in parts]
+    if kinds and all(kind == "ByteLevel" for kind in kinds):
+        return "byte-level"
+    fused = False
+    for part, kind in zip(parts, kinds):
+        if kind == "Fuse":
+            fused = True
+        elif kind in ("Replace", "ByteFallback", "Metaspace", "Strip") and not fused:
+            continue  # token by token (ByteFallback: run by run)
+        elif kind == "Strip" and not part.get("stop"):
+            continue  # after Fuse: strips the start of the text only
+        else:
+            return None
+    return "byte-fallback"
 
 
 def load_tokenizer(directory: Path, info: TokenizerInfo) -> Tokenizer:

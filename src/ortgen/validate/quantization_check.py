@@ -97,7 +97,7 @@ def check_quantization(generator: Generator, reference: Reference, batches: list
             same += ours.sequences[row][0].token_ids == theirs[row][0].token_ids
             full = np.array([prompt + reference_tokens], np.int64)
             full_mask = np.ones_like(full)
-            q = _decoder_logits(session, full, full_mask, a.num_layers, a.num_heads, a.head_dim,
+            q = _decoder_logits(session, full, full_mask, a.num_layers, a.kv_heads, a.head_dim,
                                 manifest.dtype)[0].astype(np.float64)
             r = reference.forward(full, full_mask)[0][0].astype(np.float64)
             diff = np.abs(q - r)
