@@ -41,7 +41,7 @@ def measure(zoo, arch: str, weights: str):
     return quality
 
 
-@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt", "opt-post-ln", "llama2", "llama3", "mistral", "qwen2"])
+@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt", "opt-post-ln", "llama2", "mistral", "qwen2"])
 def test_int8_holds_the_stated_tolerances(zoo, arch):
     quality = measure(zoo, arch, "int8")
     tolerance = TOLERANCES["int8"]
@@ -51,7 +51,7 @@ def test_int8_holds_the_stated_tolerances(zoo, arch):
     assert 0 < quality.relative_logit_error <= tolerance.max_relative_logit_error  # quantized, but close
 
 
-@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt", "llama3", "mistral", "qwen2-tied"])
+@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "opt", "mistral"])
 def test_int4_holds_the_stated_tolerances(zoo, arch):
     quality = measure(zoo, arch, "int4")
     assert quality.status == PASS, quality.problems
@@ -104,3 +104,13 @@ def test_int4_on_post_ln_opt_falls_short_and_the_check_says_so(zoo):
     quality = measure(zoo, "opt-post-ln", "int4")
     assert quality.status == FAIL
     assert quality.greedy_agreement < TOLERANCES["int4"].min_greedy_agreement
+
+
+@pytest.mark.parametrize("arch, weights", [("llama3", "int8"), ("llama3", "int4"), ("qwen2-tied", "int4")])
+def test_tiny_tied_llama_models_miss_the_logit_tolerance_and_the_check_says_so(zoo, arch, weights):
+    """docs/quantization.md: on the tiny tied-head Llama / Qwen2 models (hidden 64) the logit error
+    exceeds the tolerance while greedy choices hold; the check must report it, not pass it."""
+    quality = measure(zoo, arch, weights)
+    assert quality.status == FAIL
+    assert all("relative logit error" in p for p in quality.problems), quality.problems
+    assert quality.greedy_agreement >= TOLERANCES[weights].min_greedy_agreement

@@ -38,15 +38,19 @@ def describe(package: Path) -> str:
         f"model        {a.model_type} from {m.source.get('model', '?')}: {a.parameters / 1e6:.1f}M parameters, "
         f"{m.dtype} activations, {m.weights_dtype} weights"
         + (f" (MatMulNBits, blocks of {m.quantization.block_size})" if m.quantization else ""),
-        f"decoder      {a.num_layers} layers x {a.hidden_size} hidden, {a.num_heads} heads x {a.head_dim}, "
-        f"ffn {a.ffn_size}, {a.activation}, {a.norm_position}-LN",
-        f"vocabulary   {a.vocab_size} tokens, {a.max_positions} positions (offset {a.position_offset}), "
-        f"embedding scale {a.embed_scale:g}",
-        f"tokens       bos {t.bos_token_id}, eos {t.eos_token_id}, pad {t.pad_token_id}",
+        f"decoder      {a.num_layers} layers x {a.hidden_size} hidden, {a.num_heads} heads"
+        + (f" ({a.kv_heads} key/value)" if a.kv_heads != a.num_heads else "")
+        + f" x {a.head_dim}, ffn {a.ffn_size}, {a.activation}, {a.norm_position}-{'RMSNorm' if a.norm == 'rmsnorm' else 'LN'}"
+        + (f", window {a.sliding_window}" if a.sliding_window else ""),
+        f"vocabulary   {a.vocab_size} tokens, {a.max_positions} positions "
+        + ("(rotary)" if a.positions == "rotary" else f"(offset {a.position_offset})")
+        + f", embedding scale {a.embed_scale:g}",
+        f"tokens       bos {t.bos_token_id}, eos {', '.join(map(str, t.all_eos))}, pad {t.pad_token_id}",
     ]
     if m.tokenizer:
         lines.append(f"tokenizer    {m.tokenizer.kind} ({', '.join(m.tokenizer.files)}); prompts get prefix "
-                     f"{m.tokenizer.prefix_ids} suffix {m.tokenizer.suffix_ids}")
+                     f"{m.tokenizer.prefix_ids} suffix {m.tokenizer.suffix_ids}"
+                     + ("; chat template kept" if m.tokenizer.chat_template else ""))
     else:
         lines.append("tokenizer    none (generate from token ids)")
     for key, g in m.graphs.items():

@@ -62,14 +62,32 @@ class QuantizedLinear:
     accuracy_level: int
 
 
+_COLUMNS_PER_CHUNK = 4096  # output columns quantized at a time: a 128k-token head never has several float copies
+
+
 def quantize_blockwise(weight: np.ndarray, config: QuantConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``weight`` [K, N] (in, out) -> (packed [N, blocks, block_size * bits / 8] uint8, scales [N * blocks])."""
+    """``weight`` [K, N] (in, out) -> (packed [N, blocks, block_size * bits / 8] uint8, scales [N * blocks]).
+
+    Columns are independent, so they are quantized a chunk at a time: the temporaries stay a few
+    hundred MB even for Llama 3's [2048, 128256] head (a whole-matrix pass held four float copies)."""
+    K, N = weight.shape
+    blocks = -(-K // config.block_size)
+    packed = np.empty((N, blocks, config.block_size * config.bits // 8), dtype=np.uint8)
+    scales = np.empty((N, blocks), dtype=np.float32)
+    for start in range(0, N, _COLUMNS_PER_CHUNK):
+        end = min(start + _COLUMNS_PER_CHUNK, N)
+        packed[start:end], scales[start:end] = _quantize_columns(weight[:, start:end], config)
+    return packed, scales.reshape(-1)
+
+
+def _quantize_columns(weight: np.ndarray, config: QuantConfig) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantize_blockwise` of a few columns: (packed [n, blocks, bytes per block], scales [n, blocks])."""
     K, N = weight.shape
     block = config.block_size
     blocks = -(-K // block)
-    padded = np.zeros((blocks * block, N), dtype=np.float32)
-    padded[:K] = weight
-    grouped = padded.T.reshape(N, blocks, block)  # blocks along K, per output column
+    padded = np.zeros((N, blocks * block), dtype=np.float32)
+    padded[:, :K] = weight.T
+    grouped = padded.reshape(N, blocks, block)  # blocks along K, per output column
     qmax = 2 ** (config.bits - 1) - 1
     scales = np.abs(grouped).max(axis=-1) / qmax
     scales[scales == 0] = 1.0
@@ -77,7 +95,7 @@ def quantize_blockwise(weight: np.ndarray, config: QuantConfig) -> tuple[np.ndar
     q = q.astype(np.uint8)
     if config.bits == 4:
         q = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
-    return np.ascontiguousarray(q), scales.astype(np.float32).reshape(-1)
+    return q, scales.astype(np.float32)
 
 
 def dequantize_blockwise(packed: np.ndarray, scales: np.ndarray, K: int, config: QuantConfig) -> np.ndarray:
