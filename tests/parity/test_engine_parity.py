@@ -92,13 +92,13 @@ def test_engine_equals_transformers_when_eos_is_generated(zoo, arch):
     assert len(lengths) >= 3, f"the EOS fixture must end sequences at several lengths, got {sorted(lengths)}"
 
 
-@pytest.mark.parametrize("arch", ["biogpt", "gpt2"])
+@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "qwen2"])
 def test_several_eos_ids(zoo, arch):
     _compare(zoo, arch, None, [dict(num_beams=1), dict(num_beams=3, num_return_sequences=2)], extra_eos=17)
     _compare(zoo, arch, EOS_BIAS[arch], [dict(num_beams=1), dict(num_beams=3, num_return_sequences=2)], extra_eos=17)
 
 
-@pytest.mark.parametrize("arch", ["biogpt", "gpt2"])
+@pytest.mark.parametrize("arch", ["biogpt", "gpt2", "llama3"])
 def test_stop_strings_equal_transformers(zoo, arch):
     from transformers import AutoTokenizer
 
@@ -128,17 +128,19 @@ def _kept_set(reference: Reference, prefix: list[int], temperature: float, top_k
     return set(np.nonzero(probs > 0)[0].tolist())
 
 
-@pytest.fixture(scope="module")
-def peaked(zoo):
-    model = zoo.model("biogpt", sharpness=5.0)
-    return model, Generator.load(zoo.package("biogpt", sharpness=5.0)), Reference(model.load(), "tiny")
+@pytest.fixture(scope="module", params=["biogpt", "llama3"])
+def peaked(zoo, request):
+    model = zoo.model(request.param, sharpness=5.0)
+    return model, Generator.load(zoo.package(request.param, sharpness=5.0)), Reference(model.load(), "tiny")
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_sampling_reproduces_and_stays_in_the_filtered_set(peaked, num_beams):
     model, generator, reference = peaked
     prompts = _prompts(model.vocab_size, seed=2)
-    options = dict(do_sample=True, num_beams=num_beams, max_new_tokens=6, top_k=5, top_p=0.6, temperature=0.8)
+    # one EOS id, so that a sequence that ended tells which token ended it (Llama 3 has several)
+    options = dict(do_sample=True, num_beams=num_beams, max_new_tokens=6, top_k=5, top_p=0.6, temperature=0.8,
+                   eos_token_id=model.eos_token_id)
     a = generator.generate(input_ids=prompts, seed=11, **options)
     b = generator.generate(input_ids=prompts, seed=11, **options)
     assert a.backend_kind == "engine"
@@ -174,7 +176,8 @@ def test_first_token_frequencies_match_transformers(peaked, temperature, top_k, 
     model, generator, reference = peaked
     prompt = [2, 40, 41, 42]
     handles = [generator.submit(input_ids=prompt, do_sample=True, max_new_tokens=1, num_return_sequences=100,
-                                temperature=temperature, top_k=top_k, top_p=top_p, seed=123 + i, backend="engine")
+                                temperature=temperature, top_k=top_k, top_p=top_p, seed=123 + i, backend="engine",
+                                eos_token_id=model.eos_token_id)  # one EOS id: an ended sequence drew it
                for i in range(20)]
     firsts = np.array([s.token_ids[0] if s.token_ids else model.eos_token_id
                        for h in handles for s in h.result().sequences])

@@ -4,6 +4,10 @@ An :class:`ArchSpec` says where a checkpoint keeps each weight and how to read t
 model's dimensions from its ``config.json``. The graph builder never looks at
 ``model_type``: it consumes the :class:`ModelDims` a spec produces and the weights the
 spec locates. Adding a family means writing one small spec file, nothing else.
+
+:class:`ModelDims` composes a block from parts: positions (a learned table, or :class:`Rotary`
+with its scaling), norm (LayerNorm | RMSNorm), MLP (plain | gated SiLU), attention (heads,
+key/value heads, head size, which projections carry biases, a sliding window).
 """
 
 from __future__ import annotations

@@ -295,8 +295,19 @@ def _export_checkpoint(model: str, ck: Checkpoint, output: Path, options: Export
         shutil.rmtree(staging, ignore_errors=True)
         raise
     size = sum(entry.bytes for entry in manifest.files.values())
-    log.info("wrote %s (%.1f MB) in %.1fs", output, size / 1e6, time.perf_counter() - started)
+    log.info("wrote %s (%.1f MB) in %.1fs; peak memory of this process %s", output, size / 1e6,
+             time.perf_counter() - started, _peak_memory())
     return manifest
+
+
+def _peak_memory() -> str:
+    """This process's peak resident memory (what an export of a 7B checkpoint is judged by)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return "unknown"
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    return f"{kilobytes / 2**20:.2f} GB"
 
 
 __all__ = ["ExportOptions", "SamplingOptions", "export_package", "FileEntry"]
