@@ -9,8 +9,8 @@ import sys
 from typing import Sequence
 
 from ortgen import __version__
-from ortgen.cli import (bench, convert, demo, evaluate, export, export_embedder, generate, inspect, loadtest, rag,
-                        random_model, serve, triton, triton_env, validate)
+from ortgen.cli import (bench, chat, convert, demo, evaluate, export, export_embedder, generate, inspect, loadtest,
+                        rag, random_model, serve, triton, triton_env, validate)
 from ortgen.errors import OrtgenError
 
 DESCRIPTION = """\
@@ -23,10 +23,11 @@ setting, requests batched together) or with those operators.
   ortgen export microsoft/biogpt -o pkg    checkpoint -> package directory
   ortgen inspect pkg                       what a package holds
   ortgen generate pkg "Aspirin is" --num-beams 5 --max-new-tokens 40
+  ortgen chat pkg "What does aspirin inhibit?"   a chat model, through its own chat template
   ortgen validate pkg --reference microsoft/biogpt    prove it generates what transformers does
   ortgen convert-fairseq QA-PubMedQA-BioGPT -o hf-dir  fairseq BioGPT -> Hugging Face
   ortgen bench --quick                     speed against transformers and CTranslate2 on this machine
-  ortgen serve pkg --port 8000             HTTP: OpenAI /v1/completions, KServe v2 /v2, /metrics
+  ortgen serve pkg --port 8000             HTTP: OpenAI /v1/completions and /v1/chat/completions, KServe v2, /metrics
   ortgen loadtest --package pkg            concurrent HTTP clients against ortgen serve
   ortgen triton pkg -o repo                Triton model repository (python backend or onnxruntime ensemble)
   ortgen export-embedder ST_MODEL_DIR -o emb   sentence-transformers model -> ONNX embedder
@@ -35,7 +36,7 @@ setting, requests batched together) or with those operators.
   ortgen eval pkg pkg-int8 ori_pqal.json   PubMedQA accuracy, macro-F1, paired test between packages
 """
 
-VERBS = (demo, export, inspect, generate, validate, convert, bench, random_model, serve, loadtest, triton, triton_env,
+VERBS = (demo, export, inspect, generate, chat, validate, convert, bench, random_model, serve, loadtest, triton, triton_env,
          export_embedder, rag, evaluate)
 
 

@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ortgen import __version__
-from ortgen.serve import kserve_api, openai_api
+from ortgen.serve import chat_api, kserve_api, openai_api
 from ortgen.serve.json_guard import check_json_body
 from ortgen.serve.service import GenerationService, ServeError
 
@@ -211,6 +211,7 @@ def create_app(service: GenerationService, rag=None) -> FastAPI:
                   description=f"{service.model_name}: OpenAI completions and KServe v2 (with the generate "
                               "extension) over ortgen's step engine. See docs/serve.md.")
     app.include_router(openai_api.build_router(service))
+    app.include_router(chat_api.build_chat_router(service))
     app.include_router(kserve_api.build_router(service))
     if rag is not None:
         from ortgen.serve import rag_api

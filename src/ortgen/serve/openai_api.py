@@ -1,4 +1,4 @@
-"""The OpenAI protocol: ``POST /v1/completions``, ``GET /v1/models``, ``POST /v1/chat/completions``.
+"""The OpenAI protocol: ``POST /v1/completions``, ``GET /v1/models`` (chat: :mod:`~ortgen.serve.chat_api`).
 
 What the official ``openai`` client sends, as vLLM serves it (docs/serve.md lists every field):
 ``prompt`` as a string, a list of strings, token ids or a list of token-id lists; max_tokens, n,
@@ -27,7 +27,8 @@ import asyncio
 import json
 import time
 import uuid
-from typing import Any, AsyncIterator, Literal
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -88,12 +89,6 @@ class CompletionRequest(_Strict):
     frequency_penalty: float | None = Field(None, description="not supported: 0 or absent")
     logit_bias: dict[str, float] | None = Field(None, description="not supported: absent")
     suffix: str | None = Field(None, description="not supported: absent")
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str | None = None
-    messages: list[Any] | None = None
 
 
 def error_body(error: ServeError) -> dict[str, Any]:
@@ -195,6 +190,10 @@ class _Choice:
     def _label(self, token: int, text: str) -> str:
         return f"token_id:{token}" if self.token_ids or self.service.generator.tokenizer is None else text
 
+    def name(self, token: int) -> str:
+        """The token as logprobs name it: its text alone, or ``token_id:N``."""
+        return self._label(token, self._surface(token))
+
     def completion(self, ids: list[int]) -> str:
         return continuation(self._decode, self.prompt_ids, ids)
 
@@ -291,11 +290,6 @@ def build_router(service: GenerationService) -> APIRouter:
                                             "owned_by": "ortgen", "max_model_len": architecture.max_positions,
                                             "vocab_size": architecture.vocab_size}]}
 
-    @router.post("/chat/completions", summary="Chat completions (needs a chat template)")
-    async def chat(request: Request, body: ChatRequest) -> JSONResponse:
-        raise ServeError(400, f"the model {service.model_name!r} has no chat template (BioGPT, GPT-2 and OPT are "
-                              "not chat models): use POST /v1/completions with a prompt", param="messages")
-
     @router.post("/completions", summary="Text completions (OpenAI's legacy completions API)")
     async def completions(request: Request, body: CompletionRequest):
         check_model(body.model)
@@ -312,33 +306,88 @@ def build_router(service: GenerationService) -> APIRouter:
         stops = StopMatcher(options.get("stop_strings", []))
         created, rid = int(time.time()), f"cmpl-{uuid.uuid4().hex}"
         if body.stream:
-            return StreamingResponse(_stream(service, request, body, handles, texts, ids, stops, created, rid),
+            return StreamingResponse(stream_events(service, request, body, handles, texts, ids, stops, created, rid),
                                      media_type="text/event-stream")
         outputs = await asyncio.gather(*(service.result(h, request.is_disconnected) for h in handles))
-        choices = []
-        completion_tokens = 0
-        for p, (output, prompt_text) in enumerate(zip(outputs, texts)):
-            for j, sequence in enumerate(output.sequences):
-                choice = _Choice(service, p * body.n + j, prompt_text, ids[p], body.echo, stops,
-                                 body.return_tokens_as_token_ids)
-                completion = choice.completion(sequence.token_ids)
-                text, cut = choice.cut(completion)
-                completion_tokens += len(sequence.token_ids)
-                item = {"index": choice.index, "text": choice.prefix + text,
-                        "logprobs": choice.logprobs(text, sequence.token_ids, sequence.logprobs,
-                                                    output.prompt_logprobs if body.echo and body.logprobs is not None
-                                                    else None),
-                        "finish_reason": "stop" if cut else _finish_reason(sequence.stop_reason)}
-                if body.prompt_logprobs is not None:
-                    item["prompt_logprobs"] = choice.prompt_logprobs(output.prompt_logprobs)
-                choices.append(item)
-        _note(request, outputs, completion_tokens)
-        prompt_tokens = sum(len(i) for i in ids)
+        choices = [COMPLETION.choice(c) for c in finished_choices(service, body, outputs, texts, ids, stops)]
         return {"id": rid, "object": "text_completion", "created": created, "model": service.model_name,
-                "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                              "total_tokens": prompt_tokens + completion_tokens}}
+                "choices": choices, "usage": _usage(request, outputs, ids)}
 
     return router
+
+
+@dataclass
+class TokenRecords:
+    """Generated tokens with their log-probability records, and how to name a token (chat's logprobs
+    list every alternative; completions' key them by name, so alternatives that print alike merge)."""
+
+    token_ids: list[int]
+    records: list[Any]
+    label: Callable[[int], str]
+
+
+@dataclass
+class FinishedChoice:
+    """One returned sequence, shaped for neither endpoint yet."""
+
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None  # completions' shape
+    finish_reason: str
+    prompt_logprobs: list[Any] | None = None
+    has_prompt_logprobs: bool = False
+    records: TokenRecords | None = None
+
+
+def finished_choices(service: GenerationService, body: CompletionRequest, outputs: list[RequestOutput],
+                     texts: list[str], ids: list[list[int]], stops: StopMatcher) -> list[FinishedChoice]:
+    """Every sequence of every prompt: its text in the context of its prompt, stop strings cut, echo
+    prepended, logprobs aligned with the text."""
+    choices = []
+    for p, (output, prompt_text) in enumerate(zip(outputs, texts)):
+        for j, sequence in enumerate(output.sequences):
+            choice = _Choice(service, p * body.n + j, prompt_text, ids[p], body.echo, stops,
+                             body.return_tokens_as_token_ids)
+            text, cut = choice.cut(choice.completion(sequence.token_ids))
+            logprobs = choice.logprobs(text, sequence.token_ids, sequence.logprobs,
+                                       output.prompt_logprobs if body.echo and body.logprobs is not None else None)
+            records = (TokenRecords(list(sequence.token_ids), list(sequence.logprobs), choice.name)
+                       if sequence.logprobs is not None else None)
+            choices.append(FinishedChoice(
+                choice.index, choice.prefix + text, logprobs,
+                "stop" if cut else _finish_reason(sequence.stop_reason),
+                choice.prompt_logprobs(output.prompt_logprobs) if body.prompt_logprobs is not None else None,
+                body.prompt_logprobs is not None, records))
+    return choices
+
+
+def _usage(request: Request, outputs: list[RequestOutput], ids: list[list[int]]) -> dict[str, int]:
+    """The response's usage; notes what the request log line reports."""
+    completion_tokens = sum(len(s.token_ids) for o in outputs for s in o.sequences)
+    _note(request, outputs, completion_tokens)
+    prompt_tokens = sum(len(i) for i in ids)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class ResponseShape:
+    """How one endpoint shapes a choice: completions' ``text`` (this class) or chat's ``message`` / ``delta``."""
+
+    object = "text_completion"
+    chunk_object = "text_completion"
+
+    def choice(self, c: FinishedChoice) -> dict[str, Any]:
+        item = {"index": c.index, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason}
+        if c.has_prompt_logprobs:
+            item["prompt_logprobs"] = c.prompt_logprobs
+        return item
+
+    def delta(self, index: int, text: str, logprobs: dict[str, Any] | None, finish: str | None,
+              first: bool, records: TokenRecords | None = None) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+
+
+COMPLETION = ResponseShape()
 
 
 def _note(request: Request, outputs: list[RequestOutput], completion_tokens: int) -> None:
@@ -348,10 +397,12 @@ def _note(request: Request, outputs: list[RequestOutput], completion_tokens: int
     request.state.queue_seconds = max(queue) if queue else None
 
 
-async def _stream(service: GenerationService, request: Request, body: CompletionRequest, handles, texts: list[str],
-                  ids: list[list[int]], stops: StopMatcher, created: int, rid: str) -> AsyncIterator[bytes]:
+async def stream_events(service: GenerationService, request: Request, body: CompletionRequest, handles,
+                        texts: list[str], ids: list[list[int]], stops: StopMatcher, created: int, rid: str,
+                        shape: ResponseShape = COMPLETION) -> AsyncIterator[bytes]:
     """Server-sent events: a chunk per delta, a final chunk per choice, the usage chunk, [DONE]. With echo,
-    a prompt's text (and, with logprobs, its tokens' log-probabilities) goes first, once its prefill is done."""
+    a prompt's text (and, with logprobs, its tokens' log-probabilities) goes first, once its prefill is done.
+    ``shape`` makes the chunks completions' or chat's."""
     queue: asyncio.Queue = asyncio.Queue()
     choices: dict[int, _Choice] = {}
     echoed: set[int] = set()
@@ -388,8 +439,9 @@ async def _stream(service: GenerationService, request: Request, body: Completion
                                                    "logprobs": logprobs, "finish_reason": None}]}))
         return out
 
-    base = {"id": rid, "object": "text_completion", "created": created, "model": service.model_name}
+    base = {"id": rid, "object": shape.chunk_object, "created": created, "model": service.model_name}
     tasks = [asyncio.ensure_future(pump(p, h)) for p, h in enumerate(handles)]
+    started: set[int] = set()  # choices that have sent a chunk (chat's first one names the role)
     completion_tokens = 0
     try:
         open_handles = len(handles)
@@ -402,8 +454,7 @@ async def _stream(service: GenerationService, request: Request, body: Completion
                 open_handles -= 1
                 if body.max_tokens == 0:  # scored only: each choice ends here
                     for j in range(body.n):
-                        yield chunk({**base, "choices": [{"index": p * body.n + j, "text": "", "logprobs": None,
-                                                          "finish_reason": "length"}]})
+                        yield chunk({**base, "choices": [shape.delta(p * body.n + j, "", None, "length", False)]})
                 continue
             if isinstance(item, Exception):
                 error = item if isinstance(item, ServeError) else ServeError(500, "internal error", "server_error")
@@ -417,11 +468,13 @@ async def _stream(service: GenerationService, request: Request, body: Completion
             if item.finished:
                 finish = "stop" if choice.scanner.match else _finish_reason(item.finish_reason or "length")
             if text or finish or item.logprobs:
-                logprobs = None
+                logprobs = records = None
                 if item.logprobs is not None:  # this delta's tokens, found in the completion so far
                     logprobs = choice.logprobs(choice.raw, item.token_ids, item.logprobs, start=choice.cursor)
-                yield chunk({**base, "choices": [{"index": choice.index, "text": text, "logprobs": logprobs,
-                                                  "finish_reason": finish}]})
+                    records = TokenRecords(list(item.token_ids), list(item.logprobs), choice.name)
+                first = choice.index not in started
+                started.add(choice.index)
+                yield chunk({**base, "choices": [shape.delta(choice.index, text, logprobs, finish, first, records)]})
         prompt_tokens = getattr(request.state, "prompt_tokens", 0)
         request.state.completion_tokens = completion_tokens
         if body.stream_options and body.stream_options.include_usage:
