@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ortgen.errors import ModelSourceError, OrtgenError
-from ortgen.package.chat_template import ChatTemplate, find_chat_template
+from ortgen.package.chat_template import CHAT_TEMPLATE_FILE, ChatTemplate, find_chat_template
 from ortgen.package.tokenizer_info import HF_TOKENIZERS, MOSES_BPE, TokenizerInfo
 from ortgen.runtime.tokenizer import load_tokenizer
 
@@ -114,9 +114,6 @@ _PACKAGERS: dict[str, Callable[[Path, Path], TokenizerInfo]] = {
 
 def has_tokenizer_files(directory: Path) -> bool:
     return any((directory / name).is_file() for name in ("tokenizer.json", "vocab.json", "tokenizer_config.json"))
-
-
-CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
 def package_tokenizer(kind: str, source: Path, dest: Path, vocab_size: int) -> TokenizerInfo:
