@@ -63,18 +63,18 @@ def read_rotary(config: Mapping[str, Any]) -> Rotary:
     partial = params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
     if partial not in (None, 1, 1.0):
         raise UnsupportedModelError(f"config.json: partial_rotary_factor={partial} is not supported (only 1.0)")
-    rotary = Rotary(theta=float(params["rope_theta"]), scaling=kind)
+    theta = float(params["rope_theta"])
     if kind == "linear":
-        return Rotary(rotary.theta, "linear", factor=float(required(params, "factor")))
+        return Rotary(theta, "linear", factor=float(required(params, "factor")))
     if kind == "llama3":
         return Rotary(
-            rotary.theta, "llama3",
+            theta, "llama3",
             factor=float(required(params, "factor")),
             low_freq_factor=float(required(params, "low_freq_factor")),
             high_freq_factor=float(required(params, "high_freq_factor")),
             original_max_positions=int(required(params, "original_max_position_embeddings")),
         )
-    return rotary
+    return Rotary(theta)
 
 
 def read_llama_like(config: Mapping[str, Any], model_type: str, *, qkv_bias: bool, out_bias: bool,

@@ -172,14 +172,11 @@ def _best_tokens(g: GraphBuilder) -> None:
 
 
 def engine_attributes(dims: ModelDims) -> dict[str, int]:
-    """What the runtime needs to know about this graph beyond its I/O (recorded in the manifest):
-    the cache's head size, and the attention window the runtime must apply through
-    ``attention_bias`` (in positions: a beam's slot is not its position, so GroupQueryAttention's
-    slot-based ``local_window_size`` cannot express it)."""
-    attributes = {"cache_head_dim": cache_head_dim(dims.head_dim)}
-    if dims.sliding_window is not None:
-        attributes["sliding_window"] = dims.sliding_window
-    return attributes
+    """What the runtime needs to know about this graph beyond its I/O (recorded in the manifest).
+
+    (A sliding window is not the graph's: the runtime applies ``architecture.sliding_window`` through
+    ``attention_bias``, in positions, since a beam's slot is not its position.)"""
+    return {"cache_head_dim": cache_head_dim(dims.head_dim)}
 
 
 __all__ = ["build_engine_graph", "cache_head_dim", "engine_attributes"]

@@ -78,33 +78,27 @@ class ExportOptions:
         return cls(quantize=QuantConfig.parse(weights), **options)
 
 
-def _special_tokens(ck: Checkpoint) -> SpecialTokens:
-    gen, dims = ck.generation_config, ck.dims
+def _ids(value: Any) -> list[int]:
+    """A config's token id field (an int, a list of them, or null) as a list, duplicates dropped."""
+    return list(dict.fromkeys(int(i) for i in (value if isinstance(value, list) else [value]) if i is not None))
 
-    def first(value: Any) -> int | None:
-        if isinstance(value, list):
-            value = value[0] if value else None
-        return None if value is None else int(value)
 
-    eos = first(gen.get("eos_token_id")) if gen.get("eos_token_id") is not None else dims.eos_token_id
-    if eos is None:
+def _eos_ids(ck: Checkpoint) -> list[int]:
+    """Every EOS id the checkpoint names, generation_config.json's before config.json's (Llama 3's
+    instruct models end turns with <|eot_id|> or <|eom_id|> as well as <|end_of_text|>); the first is
+    the one ONNX Runtime's generation operators stop on."""
+    value = ck.generation_config.get("eos_token_id")
+    ids = _ids(value if value is not None else ck.config.get("eos_token_id"))
+    if not ids:
         raise ModelSourceError("the checkpoint defines no eos_token_id (config.json or generation_config.json)")
-    pad = first(gen.get("pad_token_id")) if gen.get("pad_token_id") is not None else dims.pad_token_id
-    return SpecialTokens(eos_token_id=eos, pad_token_id=eos if pad is None else pad)
-
-
-def _all_eos_ids(ck: Checkpoint, eos: int) -> list[int]:
-    """Every EOS id the checkpoint names (generation_config.json first, then config.json): Llama 3's
-    instruct models end turns with <|eot_id|> or <|eom_id|> as well as <|end_of_text|>."""
-    ids = [eos]
-    for source in (ck.generation_config, ck.config):
-        value = source.get("eos_token_id")
-        for item in value if isinstance(value, list) else [value]:
-            if item is not None and int(item) not in ids:
-                ids.append(int(item))
-        if value is not None:
-            break
     return ids
+
+
+def _special_tokens(ck: Checkpoint) -> SpecialTokens:
+    eos = _eos_ids(ck)[0]
+    value = ck.generation_config.get("pad_token_id")
+    pad = _ids(value)[0] if _ids(value) else ck.dims.pad_token_id
+    return SpecialTokens(eos_token_id=eos, pad_token_id=eos if pad is None else pad)
 
 
 def _tensor_specs(values: Any) -> list[TensorSpec]:
@@ -247,7 +241,7 @@ def _write_package(ck: Checkpoint, staging: Path, options: ExportOptions) -> Man
         architecture=_architecture(dims, weights.parameter_count()),
         special_tokens=ManifestSpecialTokens(
             bos_token_id=dims.bos_token_id, eos_token_id=tokens.eos_token_id, pad_token_id=tokens.pad_token_id,
-            eos_token_ids=_all_eos_ids(ck, tokens.eos_token_id),
+            eos_token_ids=_eos_ids(ck),
         ),
         dtype=options.dtype,
         weights_dtype=written.dtype,

@@ -152,7 +152,7 @@ class EngineDecoder:
     def __init__(self, session: ort.InferenceSession, num_layers: int, float_dtype: str = "float32",
                  row_multiple: int = ROW_MULTIPLE, window: int | None = None) -> None:
         self.session = session
-        self.window = window  # attention window in positions (the graph's sliding_window attribute), or None
+        self.window = window  # attention window in positions (the manifest's architecture.sliding_window), or None
         self.num_layers = num_layers
         self.float_dtype = float_dtype  # the graph's cache, attention bias and logits
         self.row_multiple = row_multiple  # step rows padded to a multiple of it (batch invariance)

@@ -167,9 +167,7 @@ class Generator:
                 head_dim = int(info.attributes.get("cache_head_dim", a.head_dim))
                 shape = Scheduler.pool_shape(a.num_layers, a.kv_heads, head_dim, self.limits, self.manifest.dtype)
                 device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
-                window = info.attributes.get("sliding_window")
-                decoder = EngineDecoder(session, a.num_layers, self.manifest.dtype,
-                                        window=int(window) if window is not None else None)
+                decoder = EngineDecoder(session, a.num_layers, self.manifest.dtype, window=a.sliding_window)
                 self._scheduler = Scheduler(decoder, shape, self.limits, self._sequences, device)
             else:
                 self._sessions.move_to_end(contract.DECODER_ENGINE)

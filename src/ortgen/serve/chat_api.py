@@ -87,11 +87,10 @@ def messages_for_template(body: ChatCompletionRequest) -> list[dict[str, Any]]:
     """The messages as the template reads them (``developer`` is OpenAI's newer name for ``system``)."""
     out = []
     for message in body.messages:
+        content = message.content
         item: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role,
-                                "content": message.content if not isinstance(message.content, list)
-                                else [part.model_dump() for part in message.content]}
-        if message.content is None:
-            item["content"] = ""
+                                "content": "" if content is None else content if isinstance(content, str)
+                                else [part.model_dump() for part in content]}
         if message.name is not None:
             item["name"] = message.name
         out.append(item)
