@@ -106,7 +106,10 @@ def test_seeded_sampling_repeats_and_logprobs_come_in_chat_shape(client, server)
 
 @pytest.mark.parametrize("request_fields, message", [
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools / function calling"),
-    ({"response_format": {"type": "json_object"}}, "response_format 'json_object' is not supported yet"),
+    ({"response_format": {"type": "xml"}}, "response_format type must be 'text', 'json_object' or 'json_schema'"),
+    ({"response_format": {"type": "json_object"}, "extra_body": {"guided_regex": "a+"}},
+     "guided_regex and response_format each constrain the output"),
+    ({"extra_body": {"guided_regex": "(a"}}, "regex cannot be enforced"),
     ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
       "top_logprobs": 2}, "top_logprobs needs logprobs"),
 ])

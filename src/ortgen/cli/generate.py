@@ -66,6 +66,16 @@ def add_generation_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: 50, as transformers)")
     g.add_argument("--top-p", type=float, help="sampling: nucleus filtering, in (0, 1] (default: 1.0, off)")
     g.add_argument("--seed", type=int, help="sampling seed: the same seed gives the same tokens (default: random)")
+    c = p.add_argument_group("structured output (one of these; any strategy, beam search included)")
+    c.add_argument("--json-schema", metavar="SCHEMA", help="the output follows this JSON schema: JSON text, or a "
+                   "file holding it (default: none)")
+    c.add_argument("--json-object", action="store_true", default=None,
+                   help="the output is a JSON object, any (default: off)")
+    c.add_argument("--choice", action="append", metavar="TEXT",
+                   help="the output is one of these strings (repeat the option for each; default: none)")
+    c.add_argument("--regex", metavar="REGEX", help="the output matches this regular expression (default: none)")
+    c.add_argument("--grammar", metavar="GRAMMAR", help="the output follows this Lark (or GBNF, with ::=) grammar: "
+                   "the text, or a file holding it (default: none)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -140,7 +150,22 @@ def generation_options(args: argparse.Namespace) -> dict:
     options = {name: getattr(args, name) for name in OPTIONS if getattr(args, name, None) is not None}
     if isinstance(options.get("eos_token_id"), list) and len(options["eos_token_id"]) == 1:
         options["eos_token_id"] = options["eos_token_id"][0]
+    constraint = {name: value for name, value in (
+        ("json_schema", _text_or_file(getattr(args, "json_schema", None))),
+        ("json_object", getattr(args, "json_object", None)), ("choice", getattr(args, "choice", None)),
+        ("regex", getattr(args, "regex", None)), ("grammar", _text_or_file(getattr(args, "grammar", None))),
+    ) if value is not None}
+    if constraint:
+        options["constraint"] = constraint  # checked (one kind, valid values) by the Generator
     return options
+
+
+def _text_or_file(value: str | None) -> str | None:
+    """A schema or grammar given inline, or the path of a file holding it."""
+    if value is None or "\n" in value or len(value) > 4096:
+        return value
+    path = Path(value)
+    return path.read_text(encoding="utf-8") if path.is_file() else value
 
 
 def _run_question(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -125,13 +126,14 @@ def _tokenizer_config(directory: Path) -> None:
     )
 
 
-def write_demo_tokenizer(directory: Path, num_merges: int = 300) -> int:
-    """BioGPT-format vocab.json + merges.txt learned from the demo text; returns the vocab size."""
+def write_demo_tokenizer(directory: Path, num_merges: int = 300, extra_lines: Sequence[str] = ()) -> int:
+    """BioGPT-format vocab.json + merges.txt learned from the demo text (and ``extra_lines``); returns
+    the vocab size."""
     import sacremoses
 
     tokenizer = sacremoses.MosesTokenizer(lang="en")
     words = []
-    for line in demo_corpus().splitlines():
+    for line in [*demo_corpus().splitlines(), *extra_lines]:
         words.extend(tokenizer.tokenize(line, aggressive_dash_splits=True, return_str=False, escape=True))
     merges, symbols = learn_bpe(words, num_merges)
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}

@@ -78,6 +78,15 @@ class PromptFormat:
             source_ids = source_ids[: prefix_len + self.max_source_tokens]
         return source_ids + self.learned_prompt_ids
 
+    def verdict_regex(self) -> str | None:
+        """For a closed set of answers (PubMedQA: yes / no / maybe), the regex of the answer sentence:
+        the answer prefix, one of the answers, an optional period (structured output decodes it, so the
+        verdict is always one of them). None without an answer prefix and answers."""
+        if not self.answers_questions or not self.answer_prefix or not self.answers:
+            return None
+        words = "|".join(_regex_literal(a) for a in self.answers)
+        return f"{_regex_literal(self.answer_prefix.strip())} ({words})( ?\\.)?"
+
     def parse_answer(self, generated: str) -> str | None:
         """The answer word after ``answer_prefix`` (e.g. yes / no / maybe), or None."""
         if not self.answer_prefix:
@@ -87,3 +96,8 @@ class PromptFormat:
             return None
         answer = match.group(1)
         return answer if not self.answers or answer in self.answers else None
+
+
+def _regex_literal(text: str) -> str:
+    """``text`` matched literally (a backslash before each regex metacharacter)."""
+    return "".join("\\" + ch if ch in ".^$*+?()[]{}|\\/-" else ch for ch in text)

@@ -3,7 +3,8 @@
     question ──► Index.search (hybrid: dense + BM25, fused)  ──► passages, best first
              ──► QAPromptBuilder (the package's prompt format; contexts cut to fit, question whole)
              ──► Generator (the package's generation defaults, e.g. beam search; settings override)
-             ──► answer text, parsed yes/no/maybe for PubMedQA fine-tunes, the sources with scores
+             ──► answer text, parsed yes/no/maybe for PubMedQA fine-tunes (their output constrained to
+                 end in one of them: :meth:`RagPipeline.verdict_constraint`), the sources with scores
 
 Used by ``ortgen rag ask`` and by ``ortgen serve --index`` (``POST /v1/rag/answer``).
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ortgen.rag.prompt import QAPrompt, QAPromptBuilder
+from ortgen.runtime.constraint import Constraint
 from ortgen.runtime.generator import Generator
 from ortgen.runtime.request import RequestHandle, RequestOutput
 from ortgen.runtime.settings import check_lengths
@@ -80,10 +82,27 @@ class RagPipeline:
         check_lengths(settings, len(prompt.ids), positions)
         return prompt
 
+    def verdict_constraint(self) -> Constraint | None:
+        """For a QA fine-tune whose answers are a closed set (PubMedQA: yes / no / maybe), the regex its
+        output must follow: its answer sentence ending in one of them (so the verdict is decoded, not
+        hoped for and parsed). None for other packages."""
+        fmt = self.generator.prompt_format
+        regex = fmt.verdict_regex() if fmt is not None else None
+        return None if regex is None else Constraint.regex(regex)
+
+    def with_verdict(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with the verdict constraint, unless the caller set a constraint (or ``constraint=None``
+        explicitly: free text)."""
+        if "constraint" in options:
+            return options
+        constraint = self.verdict_constraint()
+        return options if constraint is None else {**options, "constraint": constraint}
+
     def submit(self, question: str, k: int = 5, filters: Any = None, mode: str = "hybrid",
                **options: Any) -> tuple[RequestHandle, RagAnswer]:
         """Retrieve and start generating; the answer's text is filled in by :meth:`finish`."""
         started = time.perf_counter()
+        options = self.with_verdict(options)
         passages, search_timings = self.retrieve(question, k, filters, mode)
         retrieved = time.perf_counter()
         prompt = self.prompt(question, [p.text for p in passages], options)

@@ -42,6 +42,8 @@ def graph_unsupported(settings: GenerationSettings, graphs: Mapping[str, Any], d
     reasons = []
     if settings.strategy == BEAM_SAMPLE:
         reasons.append("beam sampling: BeamSearch cannot sample")
+    if settings.constraint is not None:
+        reasons.append(f"structured output ({settings.constraint.describe()}): the operators cannot constrain tokens")
     if settings.prompt_logprobs is not None:
         reasons.append("prompt_logprobs: the operators return no prompt log-probabilities")
     if settings.logprobs is not None:

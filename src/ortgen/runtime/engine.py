@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ortgen.errors import GenerationSettingsError
+from ortgen.runtime.grammar import GrammarEngine, GrammarMask, GrammarState
 from ortgen.runtime.processors import build_processors
 from ortgen.runtime.search import Search, SearchSpec, make_search
 from ortgen.runtime.settings import GenerationSettings
@@ -24,12 +25,23 @@ from ortgen.runtime.tokenizer import Tokenizer
 
 
 class SearchFactory:
-    """Builds each request's search; caches stop-string matchers (their token texts) across requests."""
+    """Builds each request's search; caches stop-string matchers (their token texts) across requests.
+    ``grammar``: the engine that compiles structured-output constraints (None: a package without a
+    tokenizer, which cannot have them)."""
 
-    def __init__(self, tokenizer: Tokenizer | None, pad_token_id: int) -> None:
+    def __init__(self, tokenizer: Tokenizer | None, pad_token_id: int, grammar: GrammarEngine | None = None) -> None:
         self.tokenizer = tokenizer
         self.pad_token_id = pad_token_id
+        self.grammar = grammar
         self._stop_cache: dict[tuple[str, ...], StopStrings] = {}
+
+    def grammar_state(self, settings: GenerationSettings, prompt: Sequence[int]) -> GrammarState | None:
+        if settings.constraint is None:
+            return None
+        if self.grammar is None:
+            raise GenerationSettingsError("structured output needs the package's tokenizer (the bytes of its "
+                                          "tokens), and this package has none")
+        return self.grammar.state(settings.constraint, len(prompt), settings.eos_token_ids)
 
     def stop_strings(self, stops: Sequence[str]) -> StopStrings | None:
         if not stops:
@@ -47,6 +59,7 @@ class SearchFactory:
         """``settings`` must be concrete for this prompt (max_new_tokens set)."""
         assert settings.max_new_tokens is not None
         width = settings.width
+        grammar = self.grammar_state(settings, prompt)
         processors = build_processors(
             repetition_penalty=settings.repetition_penalty,
             padding_lengths=np.zeros(width, dtype=np.int64),  # one prompt alone: no padding
@@ -61,6 +74,7 @@ class SearchFactory:
             temperature=settings.temperature,
             top_k=settings.top_k,
             top_p=settings.top_p,
+            constraint=None if grammar is None else GrammarMask(grammar),
         )
         return SearchSpec(
             max_new_tokens=settings.max_new_tokens,
@@ -75,6 +89,7 @@ class SearchFactory:
             stop_strings=self.stop_strings(settings.stop_strings),
             seed=settings.seed,
             logprobs=settings.logprobs,
+            grammar=grammar,
         )
 
     def search(self, settings: GenerationSettings, prompt: Sequence[int]) -> Search:

@@ -31,8 +31,10 @@ from ortgen.package import Manifest, contract, open_package
 from ortgen.package.chat_template import ChatTemplate
 from ortgen.package.prompt_format import PromptFormat
 from ortgen.runtime.backend import ENGINE, GRAPH, choose_backend
+from ortgen.runtime.constraint import Constraint
 from ortgen.runtime.engine import SearchFactory
 from ortgen.runtime.engine_decoder import EngineDecoder
+from ortgen.runtime.grammar import INCOMPLETE, GrammarEngine
 from ortgen.runtime.graph_runner import OPERATORS, GraphRunner, graph_key, left_pad
 from ortgen.runtime.request import RequestHandle, RequestOutput
 from ortgen.runtime.results import Answer, GeneratedSequence, GenerationResult
@@ -83,7 +85,9 @@ class Generator:
         self._sessions: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.RLock()
         self._scheduler: Scheduler | None = None
-        self._searches = SearchFactory(tokenizer, manifest.special_tokens.pad_token_id)
+        self.grammar = None if tokenizer is None else GrammarEngine(
+            tokenizer, manifest.architecture.vocab_size, manifest.special_tokens.all_eos)
+        self._searches = SearchFactory(tokenizer, manifest.special_tokens.pad_token_id, self.grammar)
         self._chat_template: ChatTemplate | None = None
 
     @classmethod
@@ -293,9 +297,16 @@ class Generator:
     def _submit_engine(self, ids: list[int], settings: GenerationSettings) -> RequestHandle:
         """Queue one prompt with the step engine's scheduler (``settings`` concrete for it)."""
         scheduler = self.scheduler
-        handle = RequestHandle(scheduler.next_id(), self._decode_text, settings.num_return_sequences,
-                               scheduler.cancel, self._settled_length)
-        scheduler.submit(handle, ids, settings, self._searches.spec(settings, ids))
+        spec = self._searches.spec(settings, ids)
+        if settings.constraint is not None:  # its text is the bytes its grammar matched
+            assert self.grammar is not None
+            vocabulary = self.grammar.vocabulary
+            handle = RequestHandle(scheduler.next_id(), vocabulary.text, settings.num_return_sequences,
+                                   scheduler.cancel, vocabulary.settled_length)
+        else:
+            handle = RequestHandle(scheduler.next_id(), self._decode_text, settings.num_return_sequences,
+                                   scheduler.cancel, self._settled_length)
+        scheduler.submit(handle, ids, settings, spec)
         return handle
 
     def _submit_graph(self, ids: list[int], settings: GenerationSettings) -> RequestHandle:
@@ -331,7 +342,10 @@ class Generator:
         "greedy" / "sample"), max_new_tokens, max_length, min_new_tokens, min_length,
         num_return_sequences, length_penalty, repetition_penalty, no_repeat_ngram_size,
         bad_words_ids, eos_token_id, stop_strings, early_stopping, temperature, top_k, top_p,
-        seed, logprobs; and backend ("auto", "graph", "engine"). On the step engine each prompt
+        seed, logprobs; constraint (structured output: ``Constraint.json_schema(schema)``, or
+        ``{"json_schema": ...}`` / ``{"choice": [...]}`` / ``{"regex": ...}`` / ``{"grammar": ...}`` /
+        ``{"json_object": True}``; ortgen.runtime.constraint); and backend ("auto", "graph",
+        "engine"). On the step engine each prompt
         is its own request (sharing decoder steps with every other request running), and gets
         what it would get alone.
         """
@@ -421,10 +435,15 @@ class Generator:
                 handle.cancel()
 
     def answer(self, question: str, contexts: str | Sequence[str], **options: Any) -> Answer:
-        """Ask a question about contexts with a QA fine-tune's prompt format; parse its answer."""
+        """Ask a question about contexts with a QA fine-tune's prompt format; parse its answer (for a closed
+        set of answers, e.g. PubMedQA's, the output is constrained to end in one of them, unless
+        ``constraint`` is given: ``constraint=None`` for free text)."""
         fmt = self.prompt_format
         if fmt is None or not fmt.answers_questions:
             raise OrtgenError("this package has no question-answering prompt format (e.g. a PubMedQA fine-tune)")
+        regex = fmt.verdict_regex()
+        if regex is not None and "constraint" not in options:  # the verdict decoded among the answers
+            options = {**options, "constraint": Constraint.regex(regex)}
         result = self.generate([fmt.question_text(question, contexts)], **options)
         best = result.sequences[0][0]
         return Answer(fmt.parse_answer(best.text or ""), best.text or "", result)
@@ -448,11 +467,20 @@ class Generator:
     def _sequences(self, hypotheses: list[Hypothesis], settings: GenerationSettings) -> list[GeneratedSequence]:
         """A request's hypotheses as returned sequences: a final EOS dropped, text decoded."""
         eos = set(settings.eos_token_ids)
+        grammar = None if settings.constraint is None or self.grammar is None else self.grammar.compile(
+            settings.constraint)
         sequences = []
         for h in hypotheses:
             ends_with_eos = h.stop_reason == "eos" and h.tokens and h.tokens[-1] in eos
             tokens = h.tokens[:-1] if ends_with_eos else h.tokens
             logprobs = h.logprobs[:len(tokens)] if h.logprobs is not None else None
-            sequences.append(GeneratedSequence(tokens, self._decode(tokens), h.stop_reason != "length", h.score,
-                                               h.stop_reason, logprobs))
+            reason = h.stop_reason
+            if grammar is None:
+                text = self._decode(tokens)
+            else:  # the bytes the grammar matched; ended by EOS yet not a whole sentence: a dead end
+                text = self.grammar.vocabulary.text(tokens)
+                if reason == "eos" and not grammar.complete(tokens):
+                    reason = INCOMPLETE
+            sequences.append(GeneratedSequence(tokens, text, reason not in ("length", INCOMPLETE), h.score,
+                                               reason, logprobs))
         return sequences

@@ -194,8 +194,11 @@ def build_processors(
     temperature: float,
     top_k: int,
     top_p: float,
+    constraint: LogitsProcessor | None = None,
 ) -> list[LogitsProcessor]:
-    """Processors then warpers, in transformers' ``_get_logits_processor`` order."""
+    """Processors then warpers, in transformers' ``_get_logits_processor`` order; a grammar's mask
+    (``constraint``) after the processors, before the warpers (as transformers places a caller's
+    ``logits_processor``), so that sampling's top-k / top-p choose among what the grammar allows."""
     processors: list[LogitsProcessor] = []
     if repetition_penalty != 1.0:
         processors.append(RepetitionPenalty(repetition_penalty, padding_lengths))
@@ -207,6 +210,8 @@ def build_processors(
         processors.append(MinLength(min_length, eos_token_ids))
     if min_new_tokens > 0 and eos_token_ids:
         processors.append(MinNewTokens(prompt_length, min_new_tokens, eos_token_ids))
+    if constraint is not None:
+        processors.append(constraint)
     if do_sample:
         keep = len(eos_token_ids) + 1 if num_beams > 1 and eos_token_ids else (2 if num_beams > 1 else 1)
         if temperature != 1.0:

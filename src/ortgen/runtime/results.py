@@ -16,7 +16,7 @@ class GeneratedSequence:
     text: str | None
     finished: bool  # ended by EOS (or a stop string) before max_new_tokens
     score: float | None = None  # beam search: sum of log-probs / generated_length ** length_penalty (EOS counted)
-    stop_reason: str = "length"  # "eos", "stop_string" or "length"
+    stop_reason: str = "length"  # "eos", "stop_string", "length", or "incomplete" (structured output's dead end)
     logprobs: list[Any] | None = None  # with logprobs=N: a TokenLogprob per token of token_ids
 
 

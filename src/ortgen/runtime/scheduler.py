@@ -47,6 +47,7 @@ import numpy as np
 from ortgen.errors import QueueFullError, RequestTooLargeError
 from ortgen.runtime.batch_invariance import chunk_grid
 from ortgen.runtime.engine_decoder import EngineDecoder, StepBuilder
+from ortgen.runtime.grammar import compute_masks
 from ortgen.runtime.kv_pool import KVPool, PoolShape, round_capacity
 from ortgen.runtime.paths import Paths, window_bias
 from ortgen.runtime.processors import log_softmax
@@ -307,11 +308,15 @@ class Scheduler:
         builder = StepBuilder()
         budget = self.limits.prefill_chunk
         plan: list[tuple[_Request, str]] = []  # (request, "decode" | "chunk" | "last chunk")
+        masks = []  # structured output: the sequences whose grammar masks this step's logits need
         for request in requests:
             paths = request.paths
             assert paths is not None
             if request.decoding:
                 assert request.search is not None
+                if request.spec.grammar is not None:
+                    state = request.spec.grammar
+                    masks.append((state, state.pending(request.search.next_input_ids())))
                 tokens, parents = request.search.feed()
                 position = paths.prompt_length + paths.steps  # every sequence's new token sits at this position
                 paths.advance(parents)
@@ -344,6 +349,10 @@ class Scheduler:
         hi = max(request.row for request, _ in plan) + 1
         batch = builder.build(self.pool.bind_rows(hi), self.decoder.float_dtype, self.decoder.row_multiple)
         k, whole = self._fetch(plan)
+        if masks:  # every constrained sequence of the step in one call, in llguidance's threads
+            started = time.perf_counter()
+            self.stats.grammar_masks += compute_masks(masks)
+            self.stats.grammar_seconds += time.perf_counter() - started
         started = time.perf_counter()
         result = self.decoder.run(self.pool, batch, k, whole=whole)
         logits, best = result if isinstance(result, tuple) else (
@@ -452,6 +461,8 @@ class SchedulerStats:
     rejected: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    grammar_masks: int = 0  # structured output: token masks computed by the scheduler's batched call
+    grammar_seconds: float = 0.0  # ... and the time spent on them
     best_token_steps: int = 0  # steps that fetched each picked row's best tokens
     mixed_fetch_steps: int = 0  # steps that fetched best tokens and whole rows (their searches differ)
 

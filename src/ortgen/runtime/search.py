@@ -28,11 +28,14 @@ tokens whatever runs beside it; not torch's stream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from ortgen.runtime.processors import NEG_INF, LogitsProcessor, MinLength, MinNewTokens, apply, log_softmax
+
+if TYPE_CHECKING:
+    from ortgen.runtime.grammar import GrammarState
 
 NEG = np.float32(-1.0e9)
 
@@ -95,6 +98,7 @@ class SearchSpec:
     stop_strings: Callable[[Sequence[Sequence[int]]], np.ndarray] | None = None
     seed: int | None = None
     logprobs: int | None = None  # record the chosen token's log-probability and the top N alternatives
+    grammar: "GrammarState | None" = None  # structured output: the matchers its GrammarMask processor reads
 
     @property
     def width(self) -> int:
@@ -214,6 +218,10 @@ class SampleSearch:
 
     def feed(self) -> tuple[np.ndarray, np.ndarray | None]:
         return self._next, None
+
+    def next_input_ids(self) -> np.ndarray:
+        """The rows the processors see at the next step (prompt + generated tokens)."""
+        return self.history[:, :self.cur]
 
     def generated(self, index: int) -> list[int]:
         """Sequence ``index``'s tokens so far (EOS included when it ended with one)."""
@@ -379,6 +387,10 @@ class BeamSearch:
     def feed(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The surviving beams continue their parents' paths with their new tokens."""
         return self.running[0, :, self.cur - 1], self.parents
+
+    def next_input_ids(self) -> np.ndarray:
+        """The rows the processors see at the next step (prompt + generated tokens)."""
+        return self.running[0, :, :self.cur]
 
     def settled(self) -> list[list[int]]:
         """Per returned sequence, the tokens that every running beam and every finished hypothesis

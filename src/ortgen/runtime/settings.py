@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
 from ortgen.errors import GenerationSettingsError, PromptTooLongError
+from ortgen.runtime.constraint import Constraint
 from ortgen.package.generation_options import (
     BACKENDS,
     MAX_BEAMS,
@@ -64,6 +65,9 @@ class GenerationRequest:
     logprobs: int | None = None  # per generated token: its log-probability and the top N alternatives'
     prompt_logprobs: int | None = None  # per prompt token (after the first): the same, given the tokens before it
     backend: str | None = None  # "auto" (default), "graph" (in-graph operators) or "engine"
+    # structured output: a Constraint, or {"json_schema": ...} / {"json_object": True} / {"choice": [...]} /
+    # {"regex": ...} / {"grammar": ...} (ortgen.runtime.constraint)
+    constraint: Constraint | Mapping[str, Any] | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "GenerationRequest":
@@ -101,6 +105,7 @@ class GenerationSettings:
     max_length: int | None = None
     logprobs: int | None = None
     prompt_logprobs: int | None = None
+    constraint: Constraint | None = None
 
     @property
     def do_sample(self) -> bool:
@@ -119,7 +124,10 @@ class GenerationSettings:
         return self.max_length - prompt_length
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """JSON-ready (the constraint in its parse form)."""
+        out = dict(self.__dict__)
+        out["constraint"] = None if self.constraint is None else self.constraint.to_dict()
+        return out
 
 
 def _pick(request: GenerationRequest, defaults: Mapping[str, Any], name: str, fallback: Any) -> Any:
@@ -170,7 +178,8 @@ def resolve_settings(request: GenerationRequest, defaults: Mapping[str, Any], eo
     """Fill unset fields from the package's defaults and check that the result can run.
 
     ``vocab_size``: when given, every token id in the settings must index the vocabulary."""
-    request = GenerationRequest(**{f.name: None if getattr(request, f.name) is None
+    constraint = None if request.constraint is None else Constraint.parse(request.constraint)
+    request = GenerationRequest(**{f.name: None if getattr(request, f.name) is None or f.name == "constraint"
                                    else check_option(f.name, getattr(request, f.name)) for f in fields(request)})
     do_sample, beams = _strategy(request, defaults)
     num_beams = check_option("num_beams", beams if beams is not None else defaults.get("num_beams", 1))
@@ -228,6 +237,7 @@ def resolve_settings(request: GenerationRequest, defaults: Mapping[str, Any], eo
         bad_words_ids=bad_words, eos_token_ids=eos_list,
         stop_strings=[] if request.stop_strings is None else check_option("stop_strings", request.stop_strings),
         backend=request.backend or "auto", logprobs=request.logprobs, prompt_logprobs=request.prompt_logprobs,
+        constraint=constraint,
     )
 
 

@@ -126,6 +126,14 @@ class MosesBpeTokenizer:
     def settled_length(self, ids: Sequence[int], text: str) -> int | None:
         return None  # Moses decides the space before a token by the token: hold back the last word
 
+    def pieces(self) -> tuple[list[str | None], set[int]]:
+        """Each id's BPE piece (None where the vocabulary skips an id) and the special tokens' ids:
+        what structured output builds its token bytes from (:mod:`ortgen.runtime.grammar`)."""
+        pieces: list[str | None] = [None] * (max(self.id_to_token, default=-1) + 1)
+        for i, token in self.id_to_token.items():
+            pieces[i] = token
+        return pieces, {self.vocab[t] for t in self.special_tokens}
+
 
 class HfTokenizersTokenizer:
     """A ``tokenizer.json`` run by the ``tokenizers`` library."""
@@ -153,6 +161,14 @@ class HfTokenizersTokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def tokenizer_json(self) -> str:
+        """The tokenizer.json text (structured output reads each token's bytes from it)."""
+        return self._tok.to_str()
 
     def settled_length(self, ids: Sequence[int], text: str) -> int | None:
         """Byte-level BPE (GPT-2, Llama 3, Qwen2) decodes the bytes of all tokens at once, so only

@@ -8,9 +8,13 @@ the assistant's role, logprobs as ``content: [{token, logprob, bytes, top_logpro
 beam-search extensions of completions (``use_beam_search``, ``num_beams``, ``length_penalty``, ...)
 apply unchanged.
 
+Structured output (``response_format`` json_object / json_schema, and vLLM's guided_* and
+structured_outputs fields) constrains the answer in every strategy, beam search included
+(:mod:`~ortgen.serve.structured_fields`).
+
 Refused with a 400 that says why: a package without a chat template (BioGPT, GPT-2, OPT), tools /
-function calling, ``response_format`` other than text (structured output is not built yet), and
-anything the template itself refuses (e.g. Llama 2's "Conversation roles must alternate").
+function calling, and anything the template itself refuses (e.g. Llama 2's "Conversation roles
+must alternate").
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ortgen.runtime.stop_matcher import StopMatcher
 from ortgen.serve.openai_api import (PREFIX, CompletionRequest, FinishedChoice, ResponseShape, StreamOptions,
                                      TokenRecords, _options, _Strict, _usage, finished_choices, stream_events)
 from ortgen.serve.service import GenerationService, ServeError
+from ortgen.serve.structured_fields import FIELDS as STRUCTURED_FIELDS
 
 DEFAULT_MAX_TOKENS = 512  # when a chat request sets neither max_tokens nor max_completion_tokens
 
@@ -76,6 +81,11 @@ class ChatCompletionRequest(_Strict):
     logit_bias: dict[str, float] | None = None
     return_tokens_as_token_ids: bool = False
     response_format: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_choice: list[str] | None = None
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
+    structured_outputs: dict[str, Any] | None = None
     tools: list[Any] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
@@ -100,10 +110,6 @@ def messages_for_template(body: ChatCompletionRequest) -> list[dict[str, Any]]:
 def _refuse_unsupported(body: ChatCompletionRequest) -> None:
     if body.tools or body.tool_choice not in (None, "none") or body.parallel_tool_calls:
         raise ServeError(400, "tools / function calling are not supported by this server", param="tools")
-    if body.response_format is not None and body.response_format.get("type") != "text":
-        raise ServeError(400, f"response_format {body.response_format.get('type')!r} is not supported yet: this "
-                              "server answers in free text (response_format {'type': 'text'})",
-                         param="response_format")
     if body.top_logprobs is not None and not body.logprobs:
         raise ServeError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
 
@@ -116,7 +122,7 @@ def as_completion(body: ChatCompletionRequest, prompt_ids: list[int], max_positi
     shared = ("n", "temperature", "top_p", "top_k", "min_tokens", "stop", "seed", "stream", "stream_options", "user",
               "use_beam_search", "best_of", "num_beams", "length_penalty", "repetition_penalty", "early_stopping",
               "no_repeat_ngram_size", "presence_penalty", "frequency_penalty", "logit_bias",
-              "return_tokens_as_token_ids")
+              "return_tokens_as_token_ids", *STRUCTURED_FIELDS)
     return CompletionRequest(model=body.model, prompt=prompt_ids, max_tokens=limit,
                              logprobs=(body.top_logprobs or 0) if body.logprobs else None,
                              **{name: getattr(body, name) for name in shared})

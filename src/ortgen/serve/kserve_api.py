@@ -84,6 +84,8 @@ class GenerateRequest(BaseModel):
     stop_words: str | list[str] | None = None
     no_repeat_ngram_size: int | None = None
     early_stopping: bool | None = None
+    guided_decoding_guide_type: str | None = None  # structured output, TensorRT-LLM's names (serve.trtllm)
+    guided_decoding_guide: str | None = None
     stream: bool | None = None
 
 
@@ -305,7 +307,7 @@ async def _events(service: GenerationService, handle, request: Request) -> Async
                 payload = {"model_name": service.model_name, "model_version": MODEL_VERSION,
                            "text_output": delta.text, "index": delta.index}
                 if delta.finished:
-                    payload["finish_reason"] = "length" if delta.finish_reason == "length" else "stop"
+                    payload["finish_reason"] = "length" if delta.finish_reason in ("length", "incomplete") else "stop"
                 yield f"data: {json.dumps(payload)}\n\n".encode()
     except ServeError as error:  # after the 200: the error travels in the stream
         yield f"data: {json.dumps({'error': error.message})}\n\n".encode()

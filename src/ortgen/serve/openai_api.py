@@ -5,7 +5,9 @@ What the official ``openai`` client sends, as vLLM serves it (docs/serve.md list
 temperature, top_p, stop, seed, echo, logprobs, user, stream with ``data: [DONE]`` and
 ``stream_options.include_usage``; and the extensions vLLM users pass through ``extra_body``:
 use_beam_search, best_of (the beam width), num_beams, length_penalty, repetition_penalty,
-min_tokens, top_k, early_stopping, no_repeat_ngram_size, prompt_logprobs. Beam search streams too:
+min_tokens, top_k, early_stopping, no_repeat_ngram_size, prompt_logprobs; structured output
+(response_format, guided_json / guided_choice / guided_regex / guided_grammar, structured_outputs:
+:mod:`~ortgen.serve.structured_fields`), in every strategy, beam search included. Beam search streams too:
 what every beam agrees on, as it settles.
 
 Scoring (lm-evaluation-harness's ``local-completions``): with ``echo`` and ``logprobs`` the logprobs
@@ -37,6 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ortgen.runtime.request import RequestOutput
 from ortgen.runtime.stop_matcher import StopMatcher, StopScanner
 from ortgen.serve.service import GenerationService, ServeError
+from ortgen.serve.structured_fields import FIELDS as STRUCTURED_FIELDS
+from ortgen.serve.structured_fields import constraint_from_fields
 from ortgen.serve.text_alignment import align, continuation
 
 PREFIX = "/v1"
@@ -89,6 +93,14 @@ class CompletionRequest(_Strict):
     frequency_penalty: float | None = Field(None, description="not supported: 0 or absent")
     logit_bias: dict[str, float] | None = Field(None, description="not supported: absent")
     suffix: str | None = Field(None, description="not supported: absent")
+    response_format: dict[str, Any] | None = Field(None, description="structured output: {type: text | json_object "
+                                                                     "| json_schema, json_schema: {name, schema}}")
+    guided_json: dict[str, Any] | str | None = Field(None, description="vLLM's extension: a JSON schema to follow")
+    guided_choice: list[str] | None = Field(None, description="vLLM's extension: answer with one of these strings")
+    guided_regex: str | None = Field(None, description="vLLM's extension: a regex the text must match")
+    guided_grammar: str | None = Field(None, description="vLLM's extension: a Lark (or GBNF) grammar")
+    structured_outputs: dict[str, Any] | None = Field(None, description="vLLM's newer form: {json | choice | regex "
+                                                                        "| grammar | json_object}")
 
 
 def error_body(error: ServeError) -> dict[str, Any]:
@@ -153,11 +165,19 @@ def _options(body: CompletionRequest) -> dict[str, Any]:
             options[ours] = theirs
     if body.stop:
         options["stop_strings"] = [body.stop] if isinstance(body.stop, str) else list(body.stop)
+    constraint = constraint_from_fields({name: getattr(body, name) for name in STRUCTURED_FIELDS})
+    if constraint is not None:
+        options["constraint"] = constraint
     return options
 
 
+def _constrained(body: CompletionRequest) -> bool:
+    """Whether the request constrains its output (its text is then the bytes its grammar matched)."""
+    return constraint_from_fields({name: getattr(body, name) for name in STRUCTURED_FIELDS}) is not None
+
+
 def _finish_reason(stop_reason: str) -> str:
-    return "length" if stop_reason == "length" else "stop"
+    return "length" if stop_reason in ("length", "incomplete") else "stop"
 
 
 class _Choice:
@@ -165,8 +185,9 @@ class _Choice:
     prepended, logprobs formatted with token strings and offsets that index into the returned text."""
 
     def __init__(self, service: GenerationService, index: int, prompt_text: str, prompt_ids: list[int], echo: bool,
-                 stops: StopMatcher, token_ids: bool = False):
+                 stops: StopMatcher, token_ids: bool = False, constrained: bool = False):
         self.service, self.index, self.stops, self.token_ids = service, index, stops, token_ids
+        self.constrained = constrained  # structured output: the text is the bytes the grammar matched
         self.prompt_ids = prompt_ids
         self.prompt_text = prompt_text
         self.prefix = prompt_text if echo else ""
@@ -195,6 +216,9 @@ class _Choice:
         return self._label(token, self._surface(token))
 
     def completion(self, ids: list[int]) -> str:
+        generator = self.service.generator
+        if self.constrained and generator.grammar is not None:
+            return generator.grammar.vocabulary.text(ids)
         return continuation(self._decode, self.prompt_ids, ids)
 
     def cut(self, text: str) -> tuple[str, bool]:
@@ -257,6 +281,8 @@ class _Choice:
 
     def delta(self, text: str, token_ids: list[int], final: bool) -> str:
         """New text to stream, holding back what a stop string may still claim."""
+        if self.lead is None and token_ids and self.constrained:
+            self.lead = ""  # the grammar's bytes: nothing between prompt and completion
         if self.lead is None and token_ids:  # the detokenizer's space between prompt and completion
             alone, in_context = self._decode(token_ids[:1]), self.completion(token_ids[:1])
             gap = in_context[:len(in_context) - len(alone)] if in_context.endswith(alone) else ""
@@ -347,7 +373,7 @@ def finished_choices(service: GenerationService, body: CompletionRequest, output
     for p, (output, prompt_text) in enumerate(zip(outputs, texts)):
         for j, sequence in enumerate(output.sequences):
             choice = _Choice(service, p * body.n + j, prompt_text, ids[p], body.echo, stops,
-                             body.return_tokens_as_token_ids)
+                             body.return_tokens_as_token_ids, output.settings.constraint is not None)
             text, cut = choice.cut(choice.completion(sequence.token_ids))
             logprobs = choice.logprobs(text, sequence.token_ids, sequence.logprobs,
                                        output.prompt_logprobs if body.echo and body.logprobs is not None else None)
@@ -406,6 +432,7 @@ async def stream_events(service: GenerationService, request: Request, body: Comp
     queue: asyncio.Queue = asyncio.Queue()
     choices: dict[int, _Choice] = {}
     echoed: set[int] = set()
+    constrained = _constrained(body)
 
     async def pump(p: int, handle) -> None:
         try:
@@ -422,7 +449,7 @@ async def stream_events(service: GenerationService, request: Request, body: Comp
         index = p * body.n + j
         if index not in choices:
             choices[index] = _Choice(service, index, texts[p], ids[p], body.echo, stops,
-                                     body.return_tokens_as_token_ids)
+                                     body.return_tokens_as_token_ids, constrained)
         return choices[index]
 
     def echo(p: int) -> list[bytes]:

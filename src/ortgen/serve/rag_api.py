@@ -68,7 +68,7 @@ def build_router(service: GenerationService, pipeline: RagPipeline) -> APIRouter
     @router.post("/v1/rag/answer", summary="Answer a question from the index's passages")
     async def answer(body: RagRequest, request: Request):
         started = time.perf_counter()
-        options = dict(body.settings or {})
+        options = pipeline.with_verdict(dict(body.settings or {}))
         try:
             passages, timings = await asyncio.to_thread(pipeline.retrieve, body.question, body.k, body.filters,
                                                         body.mode)

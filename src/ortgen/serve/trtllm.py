@@ -15,6 +15,7 @@ new tokens, as TensorRT-LLM counts it.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -35,7 +36,13 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "stop_words": ("BYTES", "text that ends a sequence"),
     "no_repeat_ngram_size": ("INT32", "ban repeating an n-gram of this size"),
     "early_stopping": ("BOOL", "beam search: stop once num_beams hypotheses finished"),
+    "guided_decoding_guide_type": ("BYTES", "structured output: json (any object), json_schema, regex, ebnf_grammar "
+                                            "(Lark or GBNF) or choice"),
+    "guided_decoding_guide": ("BYTES", "the JSON schema, regex, grammar, or choices (a JSON list of strings)"),
 }
+# TensorRT-LLM's guide types -> ortgen's constraint kinds (choice is ortgen's own)
+GUIDE_TYPES = {"json": "json_object", "json_schema": "json_schema", "regex": "regex", "ebnf_grammar": "grammar",
+               "choice": "choice"}
 STREAM = "stream"  # BOOL: stream the output (decoupled models, generate_stream)
 # Generator option -> the TensorRT-LLM name a client sent, where they differ
 WIRE_NAMES = {"num_beams": "beam_width", "max_new_tokens": "max_tokens", "min_new_tokens": "min_length",
@@ -78,4 +85,34 @@ def settings_to_options(values: dict[str, Any]) -> dict[str, Any]:
     stops = values.get("stop_words")
     if stops:
         options["stop_strings"] = [stops] if isinstance(stops, str) else [s for s in stops if s]
+    constraint = guided_decoding(values.get("guided_decoding_guide_type"), values.get("guided_decoding_guide"))
+    if constraint is not None:
+        options["constraint"] = constraint
     return options
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def guided_decoding(guide_type: Any, guide: Any) -> dict[str, Any] | None:
+    """TensorRT-LLM's ``guided_decoding_guide_type`` / ``guided_decoding_guide`` as a constraint (its
+    :meth:`~ortgen.runtime.constraint.Constraint.parse` form); None when neither is set."""
+    if guide_type is None and guide is None:
+        return None
+    kind = GUIDE_TYPES.get(_text(guide_type)) if guide_type is not None else None
+    if kind is None:
+        raise GenerationSettingsError(f"guided_decoding_guide_type must be one of {', '.join(GUIDE_TYPES)}, got "
+                                      f"{guide_type!r}")
+    if kind == "json_object":
+        return {"json_object": True}
+    if guide is None or not _text(guide).strip():
+        raise GenerationSettingsError(f"guided_decoding_guide_type {_text(guide_type)!r} needs guided_decoding_guide "
+                                      "(the schema, regex, grammar or choices)")
+    text = _text(guide)
+    if kind == "choice":
+        try:
+            return {"choice": json.loads(text)}
+        except json.JSONDecodeError:
+            raise GenerationSettingsError("guided_decoding_guide for 'choice' must be a JSON list of strings") from None
+    return {kind: text}
