@@ -364,8 +364,8 @@ class GrammarState:
 
     def allowed(self, input_ids: np.ndarray) -> list[np.ndarray | None]:
         """Per row: the tokens the grammar allows next (bool ``[vocab]``), None for no constraint."""
-        rows = self.sync(input_ids)
-        todo = [s for s in {id(s): s for s in rows}.values() if s.allowed is None and s.matcher is not None]
+        todo = self.pending(input_ids)
+        rows = self._rows
         if todo:
             compute_masks([(self, todo)])
         return [s.allowed for s in rows]
